@@ -1,0 +1,227 @@
+//! Command line (Prometheus exporter conventions) and the top-level modes:
+//! serve, `--check-config`, `--once` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{Exporter, run};
+use crate::config::Config;
+use crate::logging::{LogFormat, LogLevel};
+use crate::sim::{Sim, SimConfig};
+
+/// Prometheus exporter for webhook delivery failures (Authing/GenAuth, Bird).
+#[derive(Debug, Parser)]
+#[command(name = "webhook-log-exporter", version, about, long_about = None)]
+pub struct Cli {
+    /// Path to the YAML configuration file.
+    #[arg(
+        long = "config.file",
+        default_value = "webhook-log-exporter.yml",
+        value_name = "FILE"
+    )]
+    pub config_file: PathBuf,
+    /// Address to serve /metrics on (":9797" listens on every IPv4 interface).
+    #[arg(
+        long = "web.listen-address",
+        default_value = ":9797",
+        value_name = "ADDR",
+        global = true
+    )]
+    pub listen_address: String,
+    /// Path under which to expose metrics.
+    #[arg(
+        long = "web.telemetry-path",
+        default_value = "/metrics",
+        value_name = "PATH",
+        global = true
+    )]
+    pub telemetry_path: String,
+    /// Only log messages with this severity or above.
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    pub log_level: LogLevel,
+    /// Output format of log messages.
+    #[arg(
+        long = "log.format",
+        value_enum,
+        default_value = "logfmt",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Validate the configuration, print a summary and exit (0 valid, 1 invalid).
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+    /// Poll every source once, print the /metrics text to stdout and exit.
+    #[arg(long = "once")]
+    pub once: bool,
+    /// Subcommand.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve an embedded simulated provider API on loopback and the exporter
+    /// polling it: live metrics with no credentials.
+    Demo,
+}
+
+/// Parses `:9797`, `0.0.0.0:9797`, `127.0.0.1:0` or `[::1]:9797`.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse()
+        .map_err(|e| format!("invalid --web.listen-address {s:?}: {e}"))
+}
+
+/// Runs the program; returns the process exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    if !cli.telemetry_path.starts_with('/') || cli.telemetry_path.len() < 2 {
+        eprintln!("--web.telemetry-path must start with / and name a path, e.g. /metrics");
+        return ExitCode::from(2);
+    }
+    match &cli.command {
+        Some(Command::Demo) => return demo(&cli).await,
+        None => {}
+    }
+    let config = match Config::load(&cli.config_file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.check_config {
+        print!("{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    let stop = CancellationToken::new();
+    if cli.once {
+        let exporter = match Exporter::build(&config, stop) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let text = exporter.poll_once().await;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if out.write_all(&text).and_then(|_| out.flush()).is_err() {
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
+    }
+    serve(&cli, &config, stop).await
+}
+
+async fn serve(cli: &Cli, config: &Config, stop: CancellationToken) -> ExitCode {
+    let addr = match parse_listen_address(&cli.listen_address) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tokio::spawn(stop_on_signals(stop.clone()));
+    match run(config, listener, &cli.telemetry_path, stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Cancels `stop` on SIGTERM or Ctrl-C.
+async fn stop_on_signals(stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                stop.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    stop.cancel();
+}
+
+/// The demo's configuration, pointing at a simulator.
+pub fn demo_config(sim_base_url: &str, sim: &SimConfig) -> String {
+    format!(
+        "# webhook-log-exporter demo: polling the embedded simulator.\n\
+         global:\n  poll_interval: 5s\n  lookback: 1h\n  state_file: \"\"\n\
+         sources:\n  - name: authing-demo\n    provider: authing\n    base_url: {sim_base_url}\n    \
+         access_key_id: {}\n    access_key_secret: {}\n    page_size: 50\n    \
+         rate_limit: {{requests_per_second: 20, burst: 20}}\n",
+        sim.access_key_id, sim.access_key_secret
+    )
+}
+
+async fn demo(cli: &Cli) -> ExitCode {
+    let sim_cfg = SimConfig {
+        rate_per_webhook: 2.0,
+        failure_ratio: 0.15,
+        ..SimConfig::default()
+    };
+    let sim = match Sim::start(sim_cfg.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot start the simulator: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // A little history, so the first scrape already shows every series.
+    for i in 0..sim_cfg.webhooks.len() {
+        sim.generate(i, 20);
+    }
+    let text = demo_config(&sim.base_url(), &sim_cfg);
+    let config = match Config::parse(std::path::Path::new("demo.yml"), &text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: demo config: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(simulator = %sim.base_url(), "demo: simulated Authing API running on loopback");
+    eprintln!(
+        "demo: simulated Authing API at {}; exporter on {} (try: curl -s localhost{}{})",
+        sim.base_url(),
+        cli.listen_address,
+        if cli.listen_address.starts_with(':') {
+            cli.listen_address.as_str()
+        } else {
+            ""
+        },
+        cli.telemetry_path
+    );
+    serve(cli, &config, CancellationToken::new()).await
+}

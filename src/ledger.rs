@@ -1,0 +1,720 @@
+//! The ledger: the one owner of every delivery count, and the dedupe that makes
+//! each attempt count exactly once.
+//!
+//! * [`SourceLedger`] / [`WebhookLedger`] hold the delivery counters and
+//!   histograms that `/metrics` renders and that the state file persists. They
+//!   know nothing of Prometheus or HTTP.
+//! * [`LabelCap`] bounds the `event` and `error` label values per source; values
+//!   past the cap fold into `other`.
+//! * [`ContentDedupe`] is the exactly-once machinery for providers whose log
+//!   entries have no id (Authing): entries are keyed by a hash of their content,
+//!   counted with multiplicity, and remembered only inside the overlap window.
+//!
+//! # Exactly once across page drift
+//!
+//! A walk reads a list that keeps changing under it: new logs arrive at the
+//! newest end, old ones expire at the other. Every page is still one consistent
+//! snapshot, so the walk keeps, per content key, how many times it has seen that
+//! key ("occurrence index"), and the dedupe window keeps how many copies of the
+//! key were ever counted. An entry is counted iff its occurrence index in this
+//! walk is greater than the counted copies — two identical entries in the logs
+//! are two attempts, one entry seen twice is one.
+//!
+//! The only way one entry is seen twice in one walk is drift between pages: the
+//! older page, fetched later, starts with entries the previous page ended with.
+//! [`PageAligner`] finds that overlap (the longest suffix of the previous page
+//! that is a prefix of the new one, preferring the shift the provider's
+//! `totalCount` predicts) and drops it before counting. If a page is so far
+//! shifted that it reaches above the walk's position, entries newer than
+//! anything the walk has seen are left to the next poll, and keys already seen
+//! are merged by maximum rather than added.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::normalize::normalize_error;
+
+/// The label value that replaces values past a cap.
+pub const OTHER: &str = "other";
+
+/// Buckets of `webhook_delivery_lag_seconds`.
+pub const LAG_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0,
+];
+/// Buckets of `webhook_request_attempts`.
+pub const ATTEMPT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
+];
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: counts
+/// are plain numbers, always consistent between statements.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A histogram with fixed upper bounds; `counts[i]` is the non-cumulative count
+/// of bucket `i`, the last one being `+Inf`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Non-cumulative bucket counts, one more than the bounds (`+Inf`).
+    pub counts: Vec<u64>,
+    /// Sum of observations.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// An empty histogram for `bounds`.
+    pub fn new(bounds: &[f64]) -> Self {
+        Histogram {
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&mut self, bounds: &[f64], v: f64) {
+        let i = bounds.partition_point(|b| *b < v);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum += v;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// The `status_code` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StatusLabel {
+    /// A real HTTP status, 100..=599.
+    Code(u16),
+    /// The provider reported no HTTP status (network error): `none`.
+    None,
+    /// The attempt was never seen individually: `unknown`.
+    Unknown,
+}
+
+impl StatusLabel {
+    /// From a provider's numeric status (0, 1, null and out-of-range → `none`).
+    pub fn from_code(code: Option<i64>) -> Self {
+        match code {
+            Some(c @ 100..=599) => StatusLabel::Code(c as u16),
+            _ => StatusLabel::None,
+        }
+    }
+
+    /// The label value.
+    pub fn render(self, buf: &mut String) {
+        match self {
+            StatusLabel::Code(c) => {
+                use std::fmt::Write;
+                let _ = write!(buf, "{c}");
+            }
+            StatusLabel::None => buf.push_str("none"),
+            StatusLabel::Unknown => buf.push_str("unknown"),
+        }
+    }
+}
+
+/// Counts of one (webhook, event).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventCounts {
+    /// `webhook_deliveries_total`.
+    pub deliveries: u64,
+    /// `webhook_delivery_failures_total`.
+    pub failures: u64,
+    /// `webhook_delivery_responses_total` by status.
+    pub responses: BTreeMap<StatusLabel, u64>,
+    /// `webhook_delivery_errors_total` by normalized error.
+    pub errors: BTreeMap<Arc<str>, u64>,
+    /// `webhook_requests_total` by execution status (Bird).
+    pub requests: BTreeMap<Arc<str>, u64>,
+    /// `webhook_request_attempts` (Bird); absent until the first terminal request.
+    pub attempts: Option<Histogram>,
+}
+
+/// Everything counted for one webhook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebhookCounts {
+    /// Per event label value.
+    pub events: BTreeMap<Arc<str>, EventCounts>,
+    /// Newest successful delivery seen (unix seconds).
+    pub last_success: Option<f64>,
+    /// Newest failed delivery seen (unix seconds).
+    pub last_failure: Option<f64>,
+}
+
+/// A bounded set of label values for one label of one source.
+#[derive(Debug)]
+pub struct LabelCap {
+    label: &'static str,
+    max: usize,
+    values: Mutex<HashMap<Arc<str>, ()>>,
+    overflow: AtomicU64,
+}
+
+impl LabelCap {
+    /// A cap of `max` distinct values for `label`.
+    pub fn new(label: &'static str, max: usize) -> Self {
+        LabelCap {
+            label,
+            max,
+            values: Mutex::new(HashMap::new()),
+            overflow: AtomicU64::new(0),
+        }
+    }
+
+    /// The value to use for `v`: `v` itself while the cap allows, else `other`.
+    pub fn admit(&self, v: &str) -> Arc<str> {
+        let mut values = lock(&self.values);
+        if let Some((k, _)) = values.get_key_value(v) {
+            return k.clone();
+        }
+        if values.len() < self.max {
+            let k: Arc<str> = Arc::from(v);
+            values.insert(k.clone(), ());
+            return k;
+        }
+        self.overflow.fetch_add(1, Ordering::Relaxed);
+        Arc::from(OTHER)
+    }
+
+    /// `webhook_exporter_label_overflow_total{label}`.
+    pub fn overflow(&self) -> u64 {
+        self.overflow.load(Ordering::Relaxed)
+    }
+
+    /// The label this cap bounds.
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+}
+
+/// Everything the ledger holds for one source.
+#[derive(Debug)]
+pub struct SourceLedger {
+    /// Config name (`source` label).
+    pub source: Arc<str>,
+    /// `provider` label.
+    pub provider: &'static str,
+    /// Bounded `event` values.
+    pub events: LabelCap,
+    /// Bounded `error` values.
+    pub errors: LabelCap,
+    /// `webhook_delivery_lag_seconds`.
+    pub lag: Mutex<Histogram>,
+    /// `webhook_exporter_logs_invalid_total`.
+    pub logs_invalid: AtomicU64,
+}
+
+impl SourceLedger {
+    /// An empty ledger for one source.
+    pub fn new(source: &str, provider: &'static str, max_events: usize, max_errors: usize) -> Self {
+        SourceLedger {
+            source: Arc::from(source),
+            provider,
+            events: LabelCap::new("event", max_events),
+            errors: LabelCap::new("error", max_errors),
+            lag: Mutex::new(Histogram::new(LAG_BUCKETS)),
+            logs_invalid: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One delivery attempt, as a provider understood it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// Raw event name.
+    pub event: &'a str,
+    /// HTTP status label.
+    pub status: StatusLabel,
+    /// Whether the attempt succeeded.
+    pub success: bool,
+    /// The provider's error message, if any (free text).
+    pub error: Option<&'a str>,
+    /// The attempt's own timestamp (unix seconds).
+    pub ts: f64,
+}
+
+/// The counts of one webhook, plus whether its first walk is complete.
+#[derive(Debug, Default)]
+pub struct WebhookLedger {
+    counts: Mutex<WebhookCounts>,
+    first_walk_done: AtomicBool,
+    /// Raw event name → label value, so the source-wide cap is asked once.
+    event_labels: Mutex<HashMap<Box<str>, Arc<str>>>,
+    /// Raw error message → label value (bounded; cleared when full).
+    error_labels: Mutex<HashMap<Box<str>, Arc<str>>>,
+}
+
+const ERROR_CACHE_MAX: usize = 1024;
+
+impl WebhookLedger {
+    /// A ledger restored from saved counts (or empty).
+    pub fn with_counts(counts: WebhookCounts, first_walk_done: bool) -> Self {
+        WebhookLedger {
+            counts: Mutex::new(counts),
+            first_walk_done: AtomicBool::new(first_walk_done),
+            ..Default::default()
+        }
+    }
+
+    /// Whether the delivery series may be exposed.
+    pub fn first_walk_done(&self) -> bool {
+        self.first_walk_done.load(Ordering::Acquire)
+    }
+
+    /// Marks the first walk complete: from now on the series are exposed.
+    pub fn mark_first_walk_done(&self) {
+        self.first_walk_done.store(true, Ordering::Release);
+    }
+
+    /// A copy of the counts (for rendering and persisting).
+    pub fn snapshot(&self) -> WebhookCounts {
+        lock(&self.counts).clone()
+    }
+
+    /// Runs `f` on the counts under the lock; keep `f` short.
+    pub fn with_counts_ref<R>(&self, f: impl FnOnce(&WebhookCounts) -> R) -> R {
+        f(&lock(&self.counts))
+    }
+
+    /// The label value of a raw event name.
+    pub fn event_label(&self, src: &SourceLedger, raw: &str) -> Arc<str> {
+        let mut cache = lock(&self.event_labels);
+        if let Some(v) = cache.get(raw) {
+            return v.clone();
+        }
+        let v = src.events.admit(raw);
+        cache.insert(raw.into(), v.clone());
+        v
+    }
+
+    /// Makes sure (webhook, event) exists with zero deliveries and failures, so
+    /// `rate()` sees the first failure.
+    pub fn touch_event(&self, src: &SourceLedger, raw_event: &str) {
+        let label = self.event_label(src, raw_event);
+        lock(&self.counts).events.entry(label).or_default();
+    }
+
+    fn error_label(&self, src: &SourceLedger, a: &Attempt<'_>) -> Arc<str> {
+        let raw = a.error.unwrap_or("");
+        let mut cache = lock(&self.error_labels);
+        if let Some(v) = cache.get(raw) {
+            return v.clone();
+        }
+        let value = match normalize_error(raw) {
+            Some(v) => v,
+            None => match a.status {
+                StatusLabel::Code(c) => format!("http_{c}"),
+                _ => "unknown".to_string(),
+            },
+        };
+        let label = src.errors.admit(&value);
+        // Messages without text depend on the status; cache only real text.
+        if a.error.is_some_and(|e| !e.trim().is_empty()) {
+            if cache.len() >= ERROR_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(raw.into(), label.clone());
+        }
+        label
+    }
+
+    /// Counts a batch of attempts (one page) under one lock. `lag_now` is the
+    /// unix time of counting for the lag histogram, `None` during a backfill
+    /// (a first walk), whose old logs would read as a burst of lag.
+    pub fn record_attempts(
+        &self,
+        src: &SourceLedger,
+        attempts: &[Attempt<'_>],
+        lag_now: Option<f64>,
+    ) {
+        if attempts.is_empty() {
+            return;
+        }
+        let labels: Vec<(Arc<str>, Option<Arc<str>>)> = attempts
+            .iter()
+            .map(|a| {
+                let ev = self.event_label(src, a.event);
+                let err = (!a.success).then(|| self.error_label(src, a));
+                (ev, err)
+            })
+            .collect();
+        {
+            let mut c = lock(&self.counts);
+            for (a, (ev, err)) in attempts.iter().zip(labels) {
+                let e = c.events.entry(ev).or_default();
+                e.deliveries += 1;
+                *e.responses.entry(a.status).or_insert(0) += 1;
+                if let Some(err) = err {
+                    e.failures += 1;
+                    *e.errors.entry(err).or_insert(0) += 1;
+                    c.last_failure = Some(c.last_failure.map_or(a.ts, |t| t.max(a.ts)));
+                } else {
+                    c.last_success = Some(c.last_success.map_or(a.ts, |t| t.max(a.ts)));
+                }
+            }
+        }
+        if let Some(now) = lag_now {
+            let mut lag = lock(&src.lag);
+            for a in attempts {
+                lag.observe(LAG_BUCKETS, (now - a.ts).max(0.0));
+            }
+        }
+    }
+
+    /// Counts a request that reached a terminal status after `attempts` attempts.
+    pub fn record_terminal_request(
+        &self,
+        src: &SourceLedger,
+        raw_event: &str,
+        status: &str,
+        attempts: u32,
+    ) {
+        let ev = self.event_label(src, raw_event);
+        let mut c = lock(&self.counts);
+        let e = c.events.entry(ev).or_default();
+        *e.requests.entry(Arc::from(status)).or_insert(0) += 1;
+        e.attempts
+            .get_or_insert_with(|| Histogram::new(ATTEMPT_BUCKETS))
+            .observe(ATTEMPT_BUCKETS, f64::from(attempts));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Content-keyed dedupe (Authing)
+// ---------------------------------------------------------------------------
+
+/// A content key: 128-bit hash of an entry's identifying fields.
+pub type Key = u128;
+
+/// Per-webhook dedupe memory: the keys counted inside the overlap window and
+/// how many copies of each.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContentDedupe {
+    /// key → (entry timestamp in ms, copies counted).
+    #[serde(with = "seen_serde")]
+    seen: HashMap<Key, (i64, u32)>,
+    /// Newest entry timestamp counted (ms).
+    newest_ms: Option<i64>,
+    /// Nothing older than this is ever counted (first sight − lookback), in ms.
+    floor_ms: i64,
+}
+
+mod seen_serde {
+    use super::Key;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+
+    pub fn serialize<S: Serializer>(m: &HashMap<Key, (i64, u32)>, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(String, i64, u32)> = m
+            .iter()
+            .map(|(k, (t, c))| (format!("{k:032x}"), *t, *c))
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<Key, (i64, u32)>, D::Error> {
+        let v: Vec<(String, i64, u32)> = Vec::deserialize(d)?;
+        v.into_iter()
+            .map(|(k, t, c)| {
+                u128::from_str_radix(&k, 16)
+                    .map(|k| (k, (t, c)))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}
+
+impl ContentDedupe {
+    /// First sight of a webhook at `now_ms`: count only logs newer than `now − lookback`.
+    pub fn first_sight(now_ms: i64, lookback_ms: i64) -> Self {
+        ContentDedupe {
+            seen: HashMap::new(),
+            newest_ms: None,
+            floor_ms: now_ms - lookback_ms,
+        }
+    }
+
+    /// The oldest timestamp the next walk must reach.
+    pub fn bound(&self, overlap_ms: i64) -> i64 {
+        match self.newest_ms {
+            Some(n) => (n - overlap_ms).max(self.floor_ms),
+            None => self.floor_ms,
+        }
+    }
+
+    /// Keys remembered (the memory the window costs).
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Starts a walk.
+    pub fn begin_walk(&self, overlap_ms: i64) -> Walk {
+        Walk {
+            bound_ms: self.bound(overlap_ms),
+            ..Walk::default()
+        }
+    }
+
+    /// Feeds one page (in newest-first orientation) to the walk and returns, for
+    /// each entry, whether it is a new attempt to count. `expected_shift` is the
+    /// overlap the provider's total count predicts, when it can.
+    pub fn observe_page(
+        &mut self,
+        walk: &mut Walk,
+        page: &[(Key, Option<i64>)],
+        expected_shift: Option<usize>,
+    ) -> Vec<bool> {
+        let keys: Vec<Key> = page.iter().map(|(k, _)| *k).collect();
+        let drop = if walk.pages == 0 {
+            0
+        } else {
+            overlap(&walk.prev_page, &keys, expected_shift)
+        };
+        let rest = &page[drop..];
+        let mut out = vec![false; drop];
+        out.reserve(rest.len());
+
+        // Consistent: the page lies wholly at or below the walk's position.
+        let first = walk.pages == 0;
+        let consistent = first
+            || rest
+                .iter()
+                .all(|(_, ts)| ts.is_none_or(|t| walk.min_ms.is_none_or(|m| t <= m)));
+        let mut local: HashMap<Key, u32> = HashMap::with_capacity(rest.len());
+        for (key, ts) in rest {
+            let Some(ts) = *ts else {
+                out.push(false);
+                continue;
+            };
+            if !first && walk.max_ms.is_some_and(|m| ts > m) {
+                // Arrived after the walk began: the next poll counts it.
+                out.push(false);
+                continue;
+            }
+            let n = local.entry(*key).or_insert(0);
+            *n += 1;
+            let before = walk.occurrences.get(key).copied().unwrap_or(0);
+            // Consistent pages add; a page that reaches above the walk's position
+            // may repeat entries seen on earlier pages, so it merges by maximum.
+            let occurrence = if consistent { before + 1 } else { *n };
+            walk.occurrences.insert(*key, occurrence.max(before));
+            let counted = self.seen.get(key).map_or(0, |(_, c)| *c);
+            let is_new = ts >= walk.bound_ms && occurrence > counted;
+            if is_new {
+                self.seen.insert(*key, (ts, occurrence));
+                walk.newest_ms = Some(walk.newest_ms.map_or(ts, |n| n.max(ts)));
+            }
+            out.push(is_new);
+        }
+        for (_, ts) in page.iter() {
+            if let Some(t) = ts {
+                walk.min_ms = Some(walk.min_ms.map_or(*t, |m| m.min(*t)));
+                if first {
+                    walk.max_ms = Some(walk.max_ms.map_or(*t, |m| m.max(*t)));
+                }
+            }
+        }
+        walk.prev_page = keys;
+        walk.pages += 1;
+        out
+    }
+
+    /// Ends a complete walk: moves the window to the newest entry counted and
+    /// forgets keys older than the next walk's bound. An incomplete walk (an
+    /// error, the page cap) is simply not finished: what it counted is
+    /// remembered, and the next walk reaches as far back as this one had to.
+    pub fn finish_walk(&mut self, walk: &Walk, overlap_ms: i64) {
+        if let Some(n) = walk.newest_ms {
+            self.newest_ms = Some(self.newest_ms.map_or(n, |m| m.max(n)));
+        }
+        let bound = self.bound(overlap_ms);
+        self.seen.retain(|_, (ts, _)| *ts >= bound);
+    }
+}
+
+/// The state of one walk over a webhook's logs.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Entries older than this are not counted and end the walk.
+    pub bound_ms: i64,
+    prev_page: Vec<Key>,
+    occurrences: HashMap<Key, u32>,
+    min_ms: Option<i64>,
+    max_ms: Option<i64>,
+    newest_ms: Option<i64>,
+    pages: u32,
+}
+
+impl Walk {
+    /// Pages fed so far.
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+}
+
+/// Length of the longest suffix of `prev` that is a prefix of `next`, trying
+/// `hint` first (the shift the provider's total count predicts).
+pub fn overlap(prev: &[Key], next: &[Key], hint: Option<usize>) -> usize {
+    let max = prev.len().min(next.len());
+    let matches = |s: usize| next[..s] == prev[prev.len() - s..];
+    if let Some(h) = hint {
+        if h <= max && matches(h) {
+            return h;
+        }
+    }
+    (1..=max).rev().find(|&s| matches(s)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(entries: &[(u128, i64)]) -> Vec<(Key, Option<i64>)> {
+        entries.iter().map(|(k, t)| (*k, Some(*t))).collect()
+    }
+
+    fn count(v: &[bool]) -> usize {
+        v.iter().filter(|b| **b).count()
+    }
+
+    #[test]
+    fn histogram_buckets_are_upper_inclusive() {
+        let mut h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.0, 1.5, 2.0, 3.0] {
+            h.observe(&[1.0, 2.0], v);
+        }
+        assert_eq!(h.counts, vec![2, 2, 1]);
+        assert_eq!(h.count(), 5);
+        assert_eq!(h.sum, 8.0);
+    }
+
+    #[test]
+    fn overlap_prefers_the_hint_and_finds_drift() {
+        assert_eq!(overlap(&[1, 2, 3], &[2, 3, 4], None), 2);
+        assert_eq!(overlap(&[1, 2, 3], &[4, 5, 6], None), 0);
+        // Repeated keys: the hint disambiguates.
+        assert_eq!(overlap(&[7, 7, 7], &[7, 7, 8], Some(1)), 1);
+        assert_eq!(overlap(&[7, 7, 7], &[7, 7, 8], None), 2);
+    }
+
+    #[test]
+    fn shifted_page_is_not_counted_twice() {
+        let mut d = ContentDedupe::first_sight(1_000, 1_000);
+        let mut w = d.begin_walk(100);
+        // newest first: 10..6, then two new logs arrive and page 2 starts with 7,6.
+        let p1 = page(&[(10, 900), (9, 800), (8, 700), (7, 600), (6, 500)]);
+        let p2 = page(&[(7, 600), (6, 500), (5, 400), (4, 300), (3, 200)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p1, None)), 5);
+        assert_eq!(count(&d.observe_page(&mut w, &p2, Some(2))), 3);
+    }
+
+    #[test]
+    fn identical_entries_are_separate_attempts() {
+        let mut d = ContentDedupe::first_sight(1_000, 1_000);
+        let mut w = d.begin_walk(100);
+        let p = page(&[(5, 900), (5, 900), (4, 800)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p, None)), 3);
+        d.finish_walk(&w, 100);
+        // The next walk sees the same three plus a third copy of 5.
+        let mut w = d.begin_walk(1_000);
+        let p = page(&[(5, 900), (5, 900), (5, 900), (4, 800)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p, None)), 1);
+    }
+
+    #[test]
+    fn lookback_and_window_bound_counting() {
+        let mut d = ContentDedupe::first_sight(10_000, 1_000);
+        let mut w = d.begin_walk(500);
+        assert_eq!(w.bound_ms, 9_000);
+        let p = page(&[(3, 9_500), (2, 9_000), (1, 8_999)]);
+        assert_eq!(d.observe_page(&mut w, &p, None), vec![true, true, false]);
+        d.finish_walk(&w, 500);
+        assert_eq!(d.bound(500), 9_000);
+        assert_eq!(d.len(), 2);
+        let mut w = d.begin_walk(200);
+        let p = page(&[(4, 9_600), (3, 9_500), (2, 9_000)]);
+        assert_eq!(d.observe_page(&mut w, &p, None), vec![true, false, false]);
+        d.finish_walk(&w, 200);
+        // Bound moved to 9_400: key 2 is forgotten, memory stays bounded.
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn page_shifted_past_the_walk_position_merges_by_maximum() {
+        let mut d = ContentDedupe::first_sight(1_000, 1_000);
+        let mut w = d.begin_walk(100);
+        let p1 = page(&[(10, 900), (9, 800)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p1, None)), 2);
+        // Three new logs arrived: page 2 holds one of them and 10 again.
+        let p2 = page(&[(11, 950), (10, 900)]);
+        assert_eq!(d.observe_page(&mut w, &p2, Some(3)), vec![false, false]);
+    }
+
+    #[test]
+    fn label_cap_folds_into_other() {
+        let c = LabelCap::new("error", 2);
+        assert_eq!(&*c.admit("a"), "a");
+        assert_eq!(&*c.admit("b"), "b");
+        assert_eq!(&*c.admit("a"), "a");
+        assert_eq!(&*c.admit("c"), OTHER);
+        assert_eq!(c.overflow(), 1);
+    }
+
+    #[test]
+    fn failures_are_counted_by_normalized_error() {
+        let src = SourceLedger::new("s", "authing", 10, 10);
+        let w = WebhookLedger::default();
+        let a = |err, status| Attempt {
+            event: "user:created",
+            status,
+            success: false,
+            error: err,
+            ts: 1.0,
+        };
+        w.record_attempts(
+            &src,
+            &[
+                a(
+                    Some("connect ECONNREFUSED 10.1.2.3:4432"),
+                    StatusLabel::None,
+                ),
+                a(
+                    Some("connect ECONNREFUSED 10.9.8.7:51000"),
+                    StatusLabel::None,
+                ),
+                a(None, StatusLabel::Code(503)),
+                a(Some(""), StatusLabel::None),
+            ],
+            Some(2.0),
+        );
+        let c = w.snapshot();
+        let e = &c.events["user:created"];
+        assert_eq!((e.deliveries, e.failures), (4, 4));
+        let errs: Vec<(&str, u64)> = e.errors.iter().map(|(k, v)| (&**k, *v)).collect();
+        assert_eq!(
+            errs,
+            vec![
+                ("connect ECONNREFUSED <ip>:<port>", 2),
+                ("http_503", 1),
+                ("unknown", 1)
+            ]
+        );
+        assert_eq!(lock(&src.lag).count(), 4);
+    }
+}

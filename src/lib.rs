@@ -1,0 +1,37 @@
+//! webhook-log-exporter: a Prometheus exporter for webhook delivery failures.
+//!
+//! It polls the delivery-log APIs of SaaS platforms under their rate limits,
+//! counts every delivery attempt exactly once, and serves the counts on
+//! `/metrics`. The contract (flags, config, metric names, counting semantics)
+//! is `SPEC.md`; `ARCHITECTURE.md` has the invariants.
+//!
+//! Module map, from the outside in:
+//!
+//! * [`cli`] — flags; [`logging`] — logfmt/JSON set-up; [`app`] — wiring.
+//! * [`config`] — YAML → raw structs → validated [`config::Config`], with
+//!   file:line:key errors; [`secret`] — credentials that never print.
+//! * [`server`] — axum: `/metrics`, `/healthz`, `/ready`, `/`.
+//! * [`poller`] — discovery and walk loops per source and webhook.
+//! * [`provider`] — one file per API ([`provider::authing`]); knows HTTP and
+//!   JSON, nothing of Prometheus.
+//! * [`client`] — per-source HTTP: rate limit, cooldown, retries, size cap.
+//! * [`ledger`] — the counts (one owner) and the exactly-once dedupe.
+//! * [`normalize`] — bounded `error` label values.
+//! * [`registry`] — the read side shared by pollers, metrics and server.
+//! * [`metrics`] — self-metrics and the text exposition of the ledger.
+//! * [`sim`] — the loopback simulator of the provider APIs, with ground truth.
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod ledger;
+pub mod logging;
+pub mod metrics;
+pub mod normalize;
+pub mod poller;
+pub mod provider;
+pub mod registry;
+pub mod secret;
+pub mod server;
+pub mod sim;

@@ -1,0 +1,513 @@
+//! Prometheus: the exporter's own metrics and the rendering of `/metrics`.
+//!
+//! Two kinds of series, with two owners:
+//!
+//! * Self-metrics about the exporter's own work (polls, API calls, throttling)
+//!   are ordinary `prometheus` crate counters in a private [`prometheus::Registry`]
+//!   ([`SelfMetrics`]), plus the standard `process_*` collector.
+//! * Delivery series are owned by the ledger, because the state file must save
+//!   and restore them exactly (a `prometheus` histogram cannot be restored from
+//!   outside). They are rendered at scrape time straight from the ledger into the
+//!   text exposition format by [`render`]. Writing text directly rather than
+//!   building protobuf `MetricFamily` values keeps a scrape of 100 000 series to a
+//!   handful of allocations.
+//!
+//! Label values come only from config, closed enums, discovery ids and the
+//! bounded `event`/`error` caps; they are escaped here, whatever they contain.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
+};
+
+use crate::ledger::{ATTEMPT_BUCKETS, Histogram, LAG_BUCKETS, WebhookCounts, lock};
+use crate::registry::{Registry, SourceHandle, WebhookHandle};
+
+/// The exporter's metrics about itself.
+pub struct SelfMetrics {
+    registry: prometheus::Registry,
+    /// `webhook_exporter_polls_total{source,result}`.
+    pub polls: IntCounterVec,
+    /// `webhook_exporter_poll_duration_seconds{source}`.
+    pub poll_duration: HistogramVec,
+    /// `webhook_exporter_api_requests_total{source,endpoint,status_code}`.
+    pub api_requests: IntCounterVec,
+    /// `webhook_exporter_api_request_duration_seconds{source,endpoint}`.
+    pub api_request_duration: HistogramVec,
+    /// `webhook_exporter_api_throttled_total{source}`.
+    pub api_throttled: IntCounterVec,
+    /// `webhook_exporter_api_errors_total{source,reason}`.
+    pub api_errors: IntCounterVec,
+}
+
+impl std::fmt::Debug for SelfMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SelfMetrics")
+    }
+}
+
+/// Every `reason` label value, zero-initialised per source.
+pub const ERROR_REASONS: &[&str] = &["http", "timeout", "connect", "decode", "auth", "api"];
+
+impl SelfMetrics {
+    /// Creates and registers every self-metric (and `process_*`).
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = prometheus::Registry::new();
+        let polls = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_polls_total",
+                "Walks of a webhook's logs, by result.",
+            ),
+            &["source", "result"],
+        )?;
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "webhook_exporter_poll_duration_seconds",
+                "Time of one walk of a webhook's logs.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+            &["source"],
+        )?;
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_api_requests_total",
+                "Calls to the provider API, by endpoint and HTTP status.",
+            ),
+            &["source", "endpoint", "status_code"],
+        )?;
+        let api_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "webhook_exporter_api_request_duration_seconds",
+                "Latency of calls to the provider API.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["source", "endpoint"],
+        )?;
+        let api_throttled = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_api_throttled_total",
+                "HTTP 429 answers received from the provider.",
+            ),
+            &["source"],
+        )?;
+        let api_errors = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_api_errors_total",
+                "Failed calls to the provider API, by reason.",
+            ),
+            &["source", "reason"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "webhook_exporter_build_info",
+                "Version of the exporter (always 1).",
+            ),
+            &["version", "revision"],
+        )?;
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("WLE_GIT_REVISION").unwrap_or("unknown"),
+            ])
+            .set(1);
+        registry.register(Box::new(polls.clone()))?;
+        registry.register(Box::new(poll_duration.clone()))?;
+        registry.register(Box::new(api_requests.clone()))?;
+        registry.register(Box::new(api_request_duration.clone()))?;
+        registry.register(Box::new(api_throttled.clone()))?;
+        registry.register(Box::new(api_errors.clone()))?;
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(SelfMetrics {
+            registry,
+            polls,
+            poll_duration,
+            api_requests,
+            api_request_duration,
+            api_throttled,
+            api_errors,
+        })
+    }
+
+    /// Creates a source's series at zero, so `rate()` sees their first increase.
+    pub fn init_source(&self, source: &str) {
+        for result in ["success", "error"] {
+            self.polls.with_label_values(&[source, result]);
+        }
+        self.api_throttled.with_label_values(&[source]);
+        for reason in ERROR_REASONS {
+            self.api_errors.with_label_values(&[source, reason]);
+        }
+    }
+
+    /// Text exposition of the self-metrics.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, out) {
+            tracing::error!(error = %e, "encoding self-metrics failed");
+        }
+    }
+}
+
+/// Renders the whole `/metrics` page: self-metrics, then the delivery series
+/// read from the ledger. Never calls a provider.
+pub fn render(registry: &Registry, self_metrics: &SelfMetrics) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    self_metrics.encode(&mut out);
+    let mut text = String::with_capacity(64 * 1024);
+    render_ledger(&registry.sources(), &mut text);
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// Appends `v` escaped as a label value (backslash, quote, newline).
+fn escape_into(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes `name{labels} value` for label pairs given as (name, value).
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_into(out, v);
+        out.push('"');
+    }
+    let _ = writeln!(out, "}} {value}");
+}
+
+fn f64_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], bounds: &[f64], h: &Histogram) {
+    let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+    let bucket = format!("{name}_bucket");
+    let mut cumulative = 0u64;
+    let les: Vec<String> = bounds
+        .iter()
+        .map(|b| f64_text(*b))
+        .chain(std::iter::once("+Inf".into()))
+        .collect();
+    with_le.push(("le", ""));
+    for (i, le) in les.iter().enumerate() {
+        cumulative += h.counts.get(i).copied().unwrap_or(0);
+        if let Some(last) = with_le.last_mut() {
+            last.1 = le;
+        }
+        sample(out, &bucket, &with_le, cumulative);
+    }
+    sample(out, &format!("{name}_sum"), labels, f64_text(h.sum));
+    sample(out, &format!("{name}_count"), labels, cumulative);
+}
+
+type Visible = (Arc<SourceHandle>, Vec<Arc<WebhookHandle>>);
+
+/// Renders the ledger-owned families. Each family is contiguous, as the
+/// format requires; each webhook's lock is taken once per family and held only
+/// while its lines are written.
+pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
+    let all: Vec<Visible> = sources.iter().map(|s| (s.clone(), s.webhooks())).collect();
+    let counted: Vec<Visible> = all
+        .iter()
+        .map(|(s, ws)| {
+            (
+                s.clone(),
+                ws.iter()
+                    .filter(|w| w.ledger.first_walk_done())
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect();
+
+    type EventFn = fn(&mut String, &[(&str, &str)], &crate::ledger::EventCounts);
+    let per_event: [(&str, &str, &str, EventFn); 6] = [
+        (
+            "webhook_deliveries_total",
+            "counter",
+            "Delivery attempts seen in the provider's logs.",
+            |o, l, e| sample(o, "webhook_deliveries_total", l, e.deliveries),
+        ),
+        (
+            "webhook_delivery_failures_total",
+            "counter",
+            "Failed delivery attempts.",
+            |o, l, e| sample(o, "webhook_delivery_failures_total", l, e.failures),
+        ),
+        (
+            "webhook_delivery_responses_total",
+            "counter",
+            "Delivery attempts by HTTP status code.",
+            |o, l, e| {
+                let mut code = String::new();
+                for (status, n) in &e.responses {
+                    code.clear();
+                    status.render(&mut code);
+                    let mut ls = l.to_vec();
+                    ls.push(("status_code", &code));
+                    sample(o, "webhook_delivery_responses_total", &ls, n);
+                }
+            },
+        ),
+        (
+            "webhook_delivery_errors_total",
+            "counter",
+            "Failed delivery attempts by normalized error.",
+            |o, l, e| {
+                for (err, n) in &e.errors {
+                    let mut ls = l.to_vec();
+                    ls.push(("error", err));
+                    sample(o, "webhook_delivery_errors_total", &ls, n);
+                }
+            },
+        ),
+        (
+            "webhook_requests_total",
+            "counter",
+            "Requests that reached a terminal execution status, counted once (Bird).",
+            |o, l, e| {
+                for (st, n) in &e.requests {
+                    let mut ls = l.to_vec();
+                    ls.push(("execution_status", st));
+                    sample(o, "webhook_requests_total", &ls, n);
+                }
+            },
+        ),
+        (
+            "webhook_request_attempts",
+            "histogram",
+            "Attempts per request at its terminal status (Bird).",
+            |o, l, e| {
+                if let Some(h) = &e.attempts {
+                    histogram(o, "webhook_request_attempts", l, ATTEMPT_BUCKETS, h);
+                }
+            },
+        ),
+    ];
+    for (name, kind, help, f) in per_event {
+        header(out, name, kind, help);
+        for (s, ws) in &counted {
+            for w in ws {
+                w.ledger.with_counts_ref(|c: &WebhookCounts| {
+                    for (event, e) in &c.events {
+                        let labels = [
+                            ("source", &*s.name),
+                            ("provider", s.provider),
+                            ("webhook", &*w.id),
+                            ("event", &**event),
+                        ];
+                        f(out, &labels, e);
+                    }
+                });
+            }
+        }
+    }
+
+    header(
+        out,
+        "webhook_delivery_lag_seconds",
+        "histogram",
+        "Time from a delivery's own timestamp to when the exporter counted it.",
+    );
+    for (s, _) in &all {
+        let h = lock(&s.ledger.lag).clone();
+        histogram(
+            out,
+            "webhook_delivery_lag_seconds",
+            &[("source", &s.name), ("provider", s.provider)],
+            LAG_BUCKETS,
+            &h,
+        );
+    }
+
+    header(
+        out,
+        "webhook_last_delivery_timestamp_seconds",
+        "gauge",
+        "Timestamp of the newest delivery seen, by outcome.",
+    );
+    for (s, ws) in &counted {
+        for w in ws {
+            let (ok, bad) = w
+                .ledger
+                .with_counts_ref(|c| (c.last_success, c.last_failure));
+            for (outcome, ts) in [("success", ok), ("failure", bad)] {
+                if let Some(ts) = ts {
+                    let labels = [
+                        ("source", &*s.name),
+                        ("provider", s.provider),
+                        ("webhook", &*w.id),
+                        ("outcome", outcome),
+                    ];
+                    sample(
+                        out,
+                        "webhook_last_delivery_timestamp_seconds",
+                        &labels,
+                        f64_text(ts),
+                    );
+                }
+            }
+        }
+    }
+
+    header(
+        out,
+        "webhook_info",
+        "gauge",
+        "Webhooks found by discovery or configured (always 1).",
+    );
+    for (s, ws) in &all {
+        for w in ws {
+            let info = w.info();
+            let labels = [
+                ("source", &*s.name),
+                ("provider", s.provider),
+                ("webhook", &*w.id),
+                ("name", info.name.as_str()),
+                ("enabled", info.enabled),
+            ];
+            sample(out, "webhook_info", &labels, 1);
+        }
+    }
+
+    header(
+        out,
+        "webhook_exporter_source_up",
+        "gauge",
+        "1 if the last poll of the webhook succeeded.",
+    );
+    for (s, ws) in &all {
+        for w in ws {
+            let st = w.status();
+            if let Some(up) = st.up {
+                sample(
+                    out,
+                    "webhook_exporter_source_up",
+                    &[("source", &s.name), ("webhook", &w.id)],
+                    u8::from(up),
+                );
+            }
+        }
+    }
+
+    header(
+        out,
+        "webhook_exporter_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful walk of the webhook.",
+    );
+    for (s, ws) in &all {
+        for w in ws {
+            if let Some(t) = w.status().last_success {
+                sample(
+                    out,
+                    "webhook_exporter_last_success_timestamp_seconds",
+                    &[("source", &s.name), ("webhook", &w.id)],
+                    f64_text(t),
+                );
+            }
+        }
+    }
+
+    header(
+        out,
+        "webhook_exporter_logs_invalid_total",
+        "counter",
+        "Log entries that could not be understood and were skipped.",
+    );
+    for (s, _) in &all {
+        let n = s
+            .ledger
+            .logs_invalid
+            .load(std::sync::atomic::Ordering::Relaxed);
+        sample(
+            out,
+            "webhook_exporter_logs_invalid_total",
+            &[("source", &s.name)],
+            n,
+        );
+    }
+
+    header(
+        out,
+        "webhook_exporter_label_overflow_total",
+        "counter",
+        "Label values folded into \"other\" by the caps.",
+    );
+    for (s, _) in &all {
+        for cap in [&s.ledger.events, &s.ledger.errors] {
+            sample(
+                out,
+                "webhook_exporter_label_overflow_total",
+                &[("source", &s.name), ("label", cap.label())],
+                cap.overflow(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        sample(&mut s, "m", &[("a", "x\"y\\z\nw")], 1);
+        assert_eq!(s, "m{a=\"x\\\"y\\\\z\\nw\"} 1\n");
+    }
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let mut h = Histogram::new(&[1.0, 2.0]);
+        h.observe(&[1.0, 2.0], 0.5);
+        h.observe(&[1.0, 2.0], 5.0);
+        let mut s = String::new();
+        histogram(&mut s, "h", &[("x", "1")], &[1.0, 2.0], &h);
+        assert_eq!(
+            s,
+            "h_bucket{x=\"1\",le=\"1\"} 1\nh_bucket{x=\"1\",le=\"2\"} 1\nh_bucket{x=\"1\",le=\"+Inf\"} 2\n\
+             h_sum{x=\"1\"} 5.5\nh_count{x=\"1\"} 2\n"
+        );
+    }
+}

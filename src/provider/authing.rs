@@ -1,0 +1,960 @@
+//! Authing / GenAuth management API V3.
+//!
+//! * Auth: `get-management-token` trades the access key for a bearer token,
+//!   cached and refreshed before `expires_in` runs out, and refreshed once when
+//!   a call answers 401 — as an HTTP status or as a body `statusCode`. The user
+//!   pool comes from config or from the token's `scoped_userpool_id` claim.
+//! * Discovery: `list-webhooks`, page by page.
+//! * Logs: `get-webhook-logs` with page/limit. One entry is one attempt, with no
+//!   id: entries are keyed by a hash of their content and counted through
+//!   [`ContentDedupe`]. The order of the list is not documented, so it is
+//!   detected from the timestamps: newest-first is walked from page 1,
+//!   oldest-first from the last page (found through `totalCount`) backwards.
+//!
+//! Entries are decoded in one pass with borrowed fields; an entry that is not
+//! understood (missing timestamp, wrong types) is skipped and counted in
+//! `webhook_exporter_logs_invalid_total`, once per distinct entry.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Method, Url};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{BoxFuture, Discovered, Provider, Sink, WalkReport, WalkSettings, Walker, unix_now};
+use crate::client::{ApiClient, ApiError, Request, short};
+use crate::config::{AuthingConfig, SourceConfig};
+use crate::ledger::{Attempt, ContentDedupe, Key, StatusLabel, lock};
+use crate::secret::Secret;
+
+/// Endpoint labels.
+const EP_TOKEN: &str = "get-management-token";
+const EP_LIST: &str = "list-webhooks";
+const EP_LOGS: &str = "get-webhook-logs";
+
+/// The Authing provider of one source.
+pub struct Authing {
+    client: Arc<ApiClient>,
+    base: Url,
+    cfg: AuthingConfig,
+    settings: WalkSettings,
+    token: tokio::sync::Mutex<Option<Token>>,
+    pool_id: Mutex<Option<String>>,
+}
+
+struct Token {
+    value: Secret,
+    refresh_at: Instant,
+}
+
+impl fmt::Debug for Authing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authing")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Token and pool for one call.
+#[derive(Clone)]
+struct Auth {
+    token: Secret,
+    pool: String,
+}
+
+impl Authing {
+    /// The provider for one source.
+    pub fn new(
+        source: &SourceConfig,
+        cfg: AuthingConfig,
+        client: Arc<ApiClient>,
+        settings: WalkSettings,
+    ) -> Self {
+        Authing {
+            client,
+            base: source.base_url.clone(),
+            pool_id: Mutex::new(cfg.user_pool_id.clone()),
+            cfg,
+            settings,
+            token: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.base.clone();
+        let joined = format!(
+            "{}/{}",
+            u.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        u.set_path(&joined);
+        u
+    }
+
+    /// A valid token (fetching or refreshing it first when needed).
+    async fn auth(&self, force_refresh: bool) -> Result<Auth, ApiError> {
+        let mut guard = self.token.lock().await;
+        let fresh = guard
+            .as_ref()
+            .is_some_and(|t| Instant::now() < t.refresh_at);
+        if force_refresh || !fresh {
+            *guard = Some(self.fetch_token().await?);
+        }
+        let token = guard
+            .as_ref()
+            .map(|t| t.value.clone())
+            .ok_or_else(|| ApiError::Auth("no token".into()))?;
+        drop(guard);
+        let pool = lock(&self.pool_id).clone().ok_or_else(|| {
+            ApiError::Auth(
+                "the token carries no scoped_userpool_id claim; set user_pool_id in the config"
+                    .into(),
+            )
+        })?;
+        Ok(Auth { token, pool })
+    }
+
+    async fn fetch_token(&self) -> Result<Token, ApiError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            access_key_id: &'a str,
+            access_key_secret: &'a str,
+        }
+        #[derive(Deserialize)]
+        struct Data {
+            access_token: String,
+            expires_in: Option<u64>,
+        }
+        let body = serde_json::to_vec(&Body {
+            access_key_id: self.cfg.access_key_id.expose(),
+            access_key_secret: self.cfg.access_key_secret.expose(),
+        })
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+        let req = Request {
+            endpoint: EP_TOKEN,
+            method: Method::POST,
+            url: self.url("/api/v3/get-management-token"),
+            headers: HeaderMap::new(),
+            body: Some(body),
+        };
+        let data: Data = self
+            .client
+            .retrying(|| async {
+                let bytes = self.client.send(&req).await.map_err(|e| match e {
+                    ApiError::Http {
+                        status: 400 | 401 | 403,
+                        ..
+                    } => ApiError::Auth("access key refused".into()),
+                    other => other,
+                })?;
+                let env: Envelope<Data> = decode_envelope(&bytes, &self.client)?;
+                match env.status_code {
+                    Some(200) | None => {}
+                    Some(code @ (429 | 500..)) => return Err(self.body_error(code, &env.message)),
+                    Some(code) => {
+                        let e = ApiError::Auth(format!(
+                            "access key refused ({code}: {})",
+                            short(&env.message)
+                        ));
+                        self.client.note_error(&e);
+                        return Err(e);
+                    }
+                }
+                env.data
+                    .ok_or_else(|| self.decode_error("token response without data"))
+            })
+            .await?;
+        if data.access_token.is_empty() {
+            return Err(ApiError::Auth("empty access_token".into()));
+        }
+        let expires = Duration::from_secs(data.expires_in.unwrap_or(3600).max(1));
+        // Refresh with a tenth of the lifetime (at least a minute, if it lives longer) to spare.
+        let margin = (expires / 10).max(Duration::from_secs(60).min(expires / 2));
+        let token = Secret::new(data.access_token);
+        {
+            let mut pool = lock(&self.pool_id);
+            if pool.is_none() {
+                *pool = scoped_userpool_id(token.expose());
+            }
+        }
+        Ok(Token {
+            value: token,
+            refresh_at: Instant::now() + expires - margin,
+        })
+    }
+
+    fn body_error(&self, code: i64, message: &str) -> ApiError {
+        let e = ApiError::Api {
+            code,
+            message: short(message),
+        };
+        self.client.note_error(&e);
+        e
+    }
+
+    fn decode_error(&self, what: &str) -> ApiError {
+        let e = ApiError::Decode(what.to_string());
+        self.client.note_error(&e);
+        e
+    }
+
+    /// One authenticated call with retries, refreshing the token once on 401.
+    async fn call<T>(
+        &self,
+        build: impl Fn(&Auth) -> Request,
+        decode: impl Fn(&[u8]) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut refreshed = false;
+        loop {
+            let auth = self.auth(false).await?;
+            let req = build(&auth);
+            let result = self
+                .client
+                .retrying(|| async { decode(&self.client.send(&req).await?) })
+                .await;
+            match result {
+                Err(ApiError::Http { status: 401, .. } | ApiError::Api { code: 401, .. })
+                    if !refreshed =>
+                {
+                    refreshed = true;
+                    tracing::info!(
+                        source = self.client.source(),
+                        "token refused; fetching a new one"
+                    );
+                    self.auth(true).await?;
+                }
+                Err(ApiError::Http { status: 401, .. } | ApiError::Api { code: 401, .. }) => {
+                    return Err(ApiError::Auth("token refused right after refresh".into()));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn headers(auth: &Auth) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", auth.token.expose())) {
+            v.set_sensitive(true);
+            h.insert(AUTHORIZATION, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&auth.pool) {
+            h.insert("x-authing-userpool-id", v);
+        }
+        h
+    }
+
+    /// One page of a webhook's logs, decoded; body-level errors become errors.
+    async fn fetch_logs(&self, webhook: &str, page: u64) -> Result<LogsPage, ApiError> {
+        let body = serde_json::json!({"webhookId": webhook, "page": page, "limit": self.settings.page_size});
+        let body = serde_json::to_vec(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        self.call(
+            |auth| Request {
+                endpoint: EP_LOGS,
+                method: Method::POST,
+                url: self.url("/api/v3/get-webhook-logs"),
+                headers: Self::headers(auth),
+                body: Some(body.clone()),
+            },
+            |bytes| {
+                let env: Envelope<LogsData> = decode_envelope(bytes, &self.client)?;
+                self.check_status(&env)?;
+                let data = env
+                    .data
+                    .ok_or_else(|| self.decode_error("logs response without data"))?;
+                Ok(LogsPage::new(data))
+            },
+        )
+        .await
+    }
+
+    fn check_status<D>(&self, env: &Envelope<D>) -> Result<(), ApiError> {
+        match env.status_code {
+            Some(200) => Ok(()),
+            None => Err(self.decode_error("response without statusCode")),
+            Some(code) => Err(self.body_error(code, &env.message)),
+        }
+    }
+}
+
+/// `scoped_userpool_id` from a JWT's payload, without verifying it (the token
+/// came from the provider over TLS; we only need the claim).
+fn scoped_userpool_id(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let id = v.get("scoped_userpool_id")?.as_str()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+#[derive(Deserialize)]
+struct Envelope<D> {
+    #[serde(rename = "statusCode")]
+    status_code: Option<i64>,
+    #[serde(default)]
+    message: String,
+    data: Option<D>,
+}
+
+/// Decodes an Authing answer. A body that is not the documented envelope is a
+/// decode error, unless it at least says it is an error (then that error).
+fn decode_envelope<'a, D: Deserialize<'a>>(
+    bytes: &'a [u8],
+    client: &ApiClient,
+) -> Result<Envelope<D>, ApiError> {
+    match serde_json::from_slice::<Envelope<D>>(bytes) {
+        Ok(env) => Ok(env),
+        Err(first) => {
+            #[derive(Deserialize)]
+            struct Status {
+                #[serde(rename = "statusCode")]
+                status_code: i64,
+                #[serde(default)]
+                message: String,
+            }
+            let e = match serde_json::from_slice::<Status>(bytes) {
+                Ok(s) if s.status_code != 200 => ApiError::Api {
+                    code: s.status_code,
+                    message: short(&s.message),
+                },
+                _ => ApiError::Decode(short(&first.to_string())),
+            };
+            client.note_error(&e);
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Log entries
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct LogsData<'a> {
+    #[serde(rename = "totalCount")]
+    total_count: Option<u64>,
+    #[serde(borrow, default)]
+    list: Vec<MaybeEntry<'a>>,
+}
+
+/// The fields of an entry that matter, still as raw JSON.
+#[derive(Default)]
+struct RawEntry<'a> {
+    event: Option<&'a RawValue>,
+    timestamp: Option<&'a RawValue>,
+    success: Option<&'a RawValue>,
+    status: Option<&'a RawValue>,
+    error: Option<&'a RawValue>,
+    body: Option<&'a RawValue>,
+}
+
+/// An element of `list`: an entry, or something else (counted as invalid).
+enum MaybeEntry<'a> {
+    Entry(RawEntry<'a>),
+    NotAnObject(u128),
+}
+
+enum Field {
+    Event,
+    Timestamp,
+    Success,
+    Status,
+    Error,
+    Body,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "eventName" => Field::Event,
+                    "timestamp" => Field::Timestamp,
+                    "success" => Field::Success,
+                    "responseStatusCode" => Field::Status,
+                    "errorMessage" => Field::Error,
+                    "requestBody" => Field::Body,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeEntry<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = MaybeEntry<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a log entry")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut e = RawEntry::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    let slot = match field {
+                        Field::Event => &mut e.event,
+                        Field::Timestamp => &mut e.timestamp,
+                        Field::Success => &mut e.success,
+                        Field::Status => &mut e.status,
+                        Field::Error => &mut e.error,
+                        Field::Body => &mut e.body,
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<&'de RawValue>()?);
+                }
+                Ok(MaybeEntry::Entry(e))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut n = 0u64;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(MaybeEntry::NotAnObject(xxhash_rust::xxh3::xxh3_128(
+                    format!("array:{n}").as_bytes(),
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeEntry::NotAnObject(xxhash_rust::xxh3::xxh3_128(
+                    format!("str:{v}").as_bytes(),
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(MaybeEntry::NotAnObject(xxhash_rust::xxh3::xxh3_128(
+                    format!("num:{v}").as_bytes(),
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.visit_i64(v as i64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(MaybeEntry::NotAnObject(xxhash_rust::xxh3::xxh3_128(
+                    format!("num:{v}").as_bytes(),
+                )))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(MaybeEntry::NotAnObject(xxhash_rust::xxh3::xxh3_128(
+                    format!("bool:{v}").as_bytes(),
+                )))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MaybeEntry::NotAnObject(xxhash_rust::xxh3::xxh3_128(
+                    b"null",
+                )))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// An entry understood well enough to count (owned: pages are decoded once,
+/// inside the retried call, and outlive the body's buffer).
+struct Entry {
+    key: Key,
+    ts_ms: i64,
+    event: Box<str>,
+    status: StatusLabel,
+    success: bool,
+    error: Option<Box<str>>,
+}
+
+impl Entry {
+    fn attempt(&self) -> Attempt<'_> {
+        Attempt {
+            event: &self.event,
+            status: self.status,
+            success: self.success,
+            error: self.error.as_deref(),
+            ts: self.ts_ms as f64 / 1000.0,
+        }
+    }
+}
+
+fn raw_bytes(v: Option<&RawValue>) -> &[u8] {
+    v.map_or(b"~", |r| r.get().as_bytes())
+}
+
+fn json_str(v: &RawValue) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(v.get()) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(v.get()).ok().map(Cow::Owned),
+    }
+}
+
+impl<'a> RawEntry<'a> {
+    /// The content key: every identifying field, raw, with separators.
+    fn key(&self) -> Key {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for part in [
+            self.timestamp,
+            self.event,
+            self.status,
+            self.success,
+            self.error,
+            self.body,
+        ] {
+            h.update(raw_bytes(part));
+            h.update(&[0xff]);
+        }
+        h.digest128()
+    }
+
+    fn understand(self) -> Parsed {
+        let key = self.key();
+        let ts_ms = self.timestamp.and_then(parse_timestamp);
+        let event = self.event.and_then(json_str).filter(|e| !e.is_empty());
+        let success = self.success.and_then(|v| match v.get() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        });
+        let status = match self.status.map(|v| v.get()) {
+            None | Some("null") => Some(StatusLabel::None),
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) => Some(StatusLabel::from_code(Some(n))),
+                Err(_) => self
+                    .status
+                    .and_then(json_str)
+                    .map(|s| StatusLabel::from_code(s.trim().parse().ok())),
+            },
+        };
+        let error = match self.error {
+            None => Some(None),
+            Some(v) if v.get() == "null" => Some(None),
+            Some(v) => json_str(v).map(Some),
+        };
+        match (event, status, success, error, ts_ms) {
+            (Some(event), Some(status), Some(success), Some(error), Some(ts_ms)) => {
+                Parsed::Ok(Entry {
+                    key,
+                    ts_ms,
+                    event: event.into(),
+                    status,
+                    success,
+                    error: error.map(Into::into),
+                })
+            }
+            _ => Parsed::Invalid(key),
+        }
+    }
+}
+
+/// Authing timestamps: `2022-09-20T08:55:00.188+0800`, RFC 3339, or epoch ms.
+fn parse_timestamp(v: &RawValue) -> Option<i64> {
+    let raw = v.get();
+    if let Ok(ms) = raw.parse::<i64>() {
+        return Some(ms);
+    }
+    let s = serde_json::from_str::<&str>(raw).ok()?;
+    let dt = chrono::DateTime::parse_from_rfc3339(s)
+        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()?;
+    Some(dt.timestamp_millis())
+}
+
+/// A decoded page.
+struct LogsPage {
+    total: u64,
+    entries: Vec<Parsed>,
+}
+
+impl LogsPage {
+    fn new(data: LogsData<'_>) -> Self {
+        let total = data.total_count.unwrap_or(data.list.len() as u64);
+        let entries = data
+            .list
+            .into_iter()
+            .map(|m| match m {
+                MaybeEntry::Entry(e) => e.understand(),
+                MaybeEntry::NotAnObject(k) => Parsed::Invalid(k),
+            })
+            .collect();
+        LogsPage { total, entries }
+    }
+}
+
+enum Parsed {
+    Ok(Entry),
+    Invalid(Key),
+}
+
+impl Parsed {
+    fn key_ts(&self) -> (Key, Option<i64>) {
+        match self {
+            Parsed::Ok(e) => (e.key, Some(e.ts_ms)),
+            Parsed::Invalid(k) => (*k, None),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Walking
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// What a webhook's walker remembers between polls (and in the state file).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Cursor {
+    dedupe: Option<ContentDedupe>,
+    order: Option<Order>,
+    last_total: Option<u64>,
+}
+
+/// Distinct invalid entries remembered, so each is counted once.
+const INVALID_MEMORY: usize = 4096;
+
+struct AuthingWalker {
+    provider: Arc<Authing>,
+    webhook: String,
+    cursor: Cursor,
+    invalid_seen: HashSet<Key>,
+}
+
+fn last_page(total: u64, limit: u64) -> u64 {
+    total.div_ceil(limit).max(1)
+}
+
+fn detect_order(entries: &[Parsed]) -> Option<Order> {
+    let ts: Vec<i64> = entries.iter().filter_map(|p| p.key_ts().1).collect();
+    let (first, last) = (ts.first()?, ts.last()?);
+    match first.cmp(last) {
+        std::cmp::Ordering::Greater => Some(Order::NewestFirst),
+        std::cmp::Ordering::Less => Some(Order::OldestFirst),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
+fn first_ts(entries: &[Parsed]) -> Option<i64> {
+    entries.iter().find_map(|p| p.key_ts().1)
+}
+
+impl AuthingWalker {
+    async fn walk_once(&mut self, sink: Sink<'_>) -> Result<WalkReport, ApiError> {
+        let p = self.provider.clone();
+        let limit = u64::from(p.settings.page_size);
+        let overlap_ms = p.settings.overlap.as_millis() as i64;
+        let now = unix_now();
+        let lookback_ms = p.settings.lookback.as_millis() as i64;
+        let dedupe = self
+            .cursor
+            .dedupe
+            .get_or_insert_with(|| ContentDedupe::first_sight((now * 1000.0) as i64, lookback_ms));
+        let mut walk = dedupe.begin_walk(overlap_ms);
+        let lag_now = sink.webhook.first_walk_done().then_some(now);
+
+        let mut backward = self.cursor.order == Some(Order::OldestFirst);
+        let mut page_no = if backward {
+            last_page(self.cursor.last_total.unwrap_or(0), limit)
+        } else {
+            1
+        };
+        // Backward walks start from a guess of the last page; confirm it first.
+        let mut located = !backward;
+        let mut prev_total: Option<u64> = None;
+        let mut report = WalkReport::default();
+        loop {
+            if report.pages >= p.settings.max_pages {
+                tracing::warn!(
+                    source = p.client.source(),
+                    webhook = %self.webhook,
+                    pages = report.pages,
+                    "walk stopped at max_pages_per_walk; it resumes from the same bound next poll"
+                );
+                break;
+            }
+            let page = p.fetch_logs(&self.webhook, page_no).await?;
+            report.pages += 1;
+            let total = page.total;
+            self.cursor.last_total = Some(total);
+            let mut entries = page.entries;
+
+            if self.cursor.order.is_none() {
+                let mut order = detect_order(&entries);
+                if order.is_none() && total > limit && !entries.is_empty() {
+                    // One timestamp on the whole first page: compare with the last page.
+                    let last = p.fetch_logs(&self.webhook, last_page(total, limit)).await?;
+                    report.pages += 1;
+                    order = match (first_ts(&entries), first_ts(&last.entries)) {
+                        (Some(a), Some(b)) if a < b => Some(Order::OldestFirst),
+                        _ => Some(Order::NewestFirst),
+                    };
+                }
+                if let Some(o) = order {
+                    tracing::debug!(source = p.client.source(), webhook = %self.webhook, order = ?o, "list order detected");
+                    self.cursor.order = Some(o);
+                }
+                if order == Some(Order::OldestFirst) && last_page(total, limit) != page_no {
+                    backward = true;
+                    page_no = last_page(total, limit);
+                    located = true;
+                    continue;
+                }
+            }
+            if backward && !located {
+                located = true;
+                let lp = last_page(total, limit);
+                if lp != page_no {
+                    page_no = lp;
+                    continue;
+                }
+            }
+            if self.cursor.order == Some(Order::OldestFirst) {
+                entries.reverse();
+            }
+
+            let keys: Vec<(Key, Option<i64>)> = entries.iter().map(Parsed::key_ts).collect();
+            let shift = match (backward, prev_total) {
+                (false, Some(prev)) => usize::try_from(total.saturating_sub(prev)).ok(),
+                _ => None,
+            };
+            let fresh = dedupe.observe_page(&mut walk, &keys, shift);
+            let mut attempts = Vec::with_capacity(entries.len());
+            for (parsed, is_new) in entries.iter().zip(&fresh) {
+                match parsed {
+                    Parsed::Ok(e) if *is_new => attempts.push(e.attempt()),
+                    Parsed::Ok(_) => {}
+                    Parsed::Invalid(k) => {
+                        if self.invalid_seen.len() >= INVALID_MEMORY {
+                            self.invalid_seen.clear();
+                        }
+                        if self.invalid_seen.insert(*k) {
+                            report.invalid += 1;
+                        }
+                    }
+                }
+            }
+            sink.webhook
+                .record_attempts(sink.source, &attempts, lag_now);
+            report.entries += entries.len() as u64;
+            report.counted += attempts.len() as u64;
+            prev_total = Some(total);
+
+            let page_min = keys.iter().filter_map(|(_, t)| *t).min();
+            let reached_bound = page_min.is_some_and(|t| t < walk.bound_ms);
+            let at_end = if backward {
+                page_no <= 1
+            } else {
+                (entries.len() as u64) < limit || page_no.saturating_mul(limit) >= total
+            };
+            if reached_bound || at_end || entries.is_empty() {
+                report.complete = true;
+                break;
+            }
+            page_no = if backward { page_no - 1 } else { page_no + 1 };
+        }
+        if report.invalid > 0 {
+            sink.source
+                .logs_invalid
+                .fetch_add(report.invalid, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                source = p.client.source(),
+                webhook = %self.webhook,
+                invalid = report.invalid,
+                "skipped log entries that could not be understood"
+            );
+        }
+        if report.complete {
+            dedupe.finish_walk(&walk, overlap_ms);
+        }
+        Ok(report)
+    }
+}
+
+impl Walker for AuthingWalker {
+    fn walk<'a>(&'a mut self, sink: Sink<'a>) -> BoxFuture<'a, Result<WalkReport, ApiError>> {
+        Box::pin(self.walk_once(sink))
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cursor).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Provider for Arc<Authing> {
+    fn discover(&self) -> BoxFuture<'_, Result<Vec<Discovered>, ApiError>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Hook {
+                #[serde(rename = "webhookId")]
+                id: String,
+                #[serde(default)]
+                name: Option<String>,
+                #[serde(default)]
+                enabled: Option<bool>,
+                #[serde(default)]
+                events: Option<Vec<String>>,
+            }
+            #[derive(Deserialize)]
+            struct Data {
+                #[serde(rename = "totalCount")]
+                total_count: Option<u64>,
+                #[serde(default)]
+                list: Vec<Hook>,
+            }
+            let limit = 50u64;
+            let mut out: Vec<Discovered> = Vec::new();
+            for page in 1..=1000u64 {
+                let data: Data = self
+                    .call(
+                        |auth| {
+                            let mut url = self.url("/api/v3/list-webhooks");
+                            url.query_pairs_mut()
+                                .append_pair("page", &page.to_string())
+                                .append_pair("limit", &limit.to_string());
+                            Request {
+                                endpoint: EP_LIST,
+                                method: Method::GET,
+                                url,
+                                headers: Authing::headers(auth),
+                                body: None,
+                            }
+                        },
+                        |bytes| {
+                            let env: Envelope<Data> = decode_envelope(bytes, &self.client)?;
+                            self.check_status(&env)?;
+                            env.data
+                                .ok_or_else(|| self.decode_error("list-webhooks without data"))
+                        },
+                    )
+                    .await?;
+                let n = data.list.len() as u64;
+                for h in data.list {
+                    if out.iter().any(|d| d.id == h.id) {
+                        continue;
+                    }
+                    out.push(Discovered {
+                        id: h.id,
+                        name: h.name.unwrap_or_default(),
+                        enabled: h.enabled.unwrap_or(true),
+                        events: h.events.unwrap_or_default(),
+                    });
+                }
+                let total = data.total_count.unwrap_or(0);
+                if n < limit || page * limit >= total {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn walker(&self, webhook_id: &str, saved: Option<serde_json::Value>) -> Box<dyn Walker> {
+        let cursor = saved
+            .and_then(|v| match serde_json::from_value::<Cursor>(v) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(webhook = webhook_id, error = %e, "saved cursor unreadable; starting fresh");
+                    None
+                }
+            })
+            .unwrap_or_default();
+        Box::new(AuthingWalker {
+            provider: self.clone(),
+            webhook: webhook_id.to_string(),
+            cursor,
+            invalid_seen: HashSet::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).expect("raw")
+    }
+
+    #[test]
+    fn timestamps_in_every_documented_shape() {
+        assert_eq!(
+            parse_timestamp(&raw("\"2022-09-20T08:55:00.188+0800\"")),
+            Some(1_663_635_300_188)
+        );
+        assert_eq!(
+            parse_timestamp(&raw("\"2022-09-20T00:55:00.188Z\"")),
+            Some(1_663_635_300_188)
+        );
+        assert_eq!(
+            parse_timestamp(&raw("1663635300188")),
+            Some(1_663_635_300_188)
+        );
+        assert_eq!(parse_timestamp(&raw("\"yesterday\"")), None);
+    }
+
+    #[test]
+    fn sample_page_decodes_and_bad_entries_are_invalid() {
+        let body = br#"{"statusCode":200,"message":"ok","data":{"totalCount":4,"list":[
+          {"webhookId":"w","eventName":"user:created","requestBody":{"a":1},"responseStatusCode":200,
+           "timestamp":"2022-09-20T08:55:00.188+0800","success":true},
+          {"eventName":"user:login","requestBody":{},"timestamp":"2022-09-20T08:54:58.021+0800",
+           "success":false,"errorMessage":"ERRTIMEOUT","responseStatusCode":null},
+          {"eventName":"x","success":true},
+          42
+        ]}}"#;
+        let env: Envelope<LogsData<'_>> = serde_json::from_slice(body).expect("decodes");
+        let page = LogsPage::new(env.data.expect("data"));
+        assert_eq!(page.total, 4);
+        let entries = page.entries;
+        let ok: Vec<Attempt<'_>> = entries
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Ok(e) => Some(e.attempt()),
+                Parsed::Invalid(_) => None,
+            })
+            .collect();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(
+            (ok[0].event, ok[0].status, ok[0].success),
+            ("user:created", StatusLabel::Code(200), true)
+        );
+        assert_eq!(
+            (ok[1].status, ok[1].error),
+            (StatusLabel::None, Some("ERRTIMEOUT"))
+        );
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|p| matches!(p, Parsed::Invalid(_)))
+                .count(),
+            2
+        );
+        assert_eq!(detect_order(&entries), Some(Order::NewestFirst));
+    }
+
+    #[test]
+    fn pool_id_comes_from_the_token_claim() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"scoped_userpool_id":"pool-1"}"#);
+        assert_eq!(
+            scoped_userpool_id(&format!("h.{payload}.s")).as_deref(),
+            Some("pool-1")
+        );
+        assert_eq!(scoped_userpool_id("not-a-jwt"), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! What is being watched: sources, their webhooks, what discovery said about
+//! them and how their last poll went.
+//!
+//! This is the read side shared by the poller (which writes it), the metrics
+//! renderer and the landing page (which read it). Reads never wait for a walk:
+//! every lock here is held for a few field copies.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::ledger::{SourceLedger, WebhookLedger, lock};
+
+/// What discovery knows of a webhook (`webhook_info`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookInfo {
+    /// Display name (may be empty).
+    pub name: String,
+    /// `true`/`false`, or `unknown` when it was configured but not found.
+    pub enabled: &'static str,
+    /// Events it is subscribed to (for zero-initialised series).
+    pub events: Vec<String>,
+}
+
+/// How the last walk of a webhook went.
+#[derive(Debug, Clone, Default)]
+pub struct PollStatus {
+    /// Result of the last walk; `None` before the first.
+    pub up: Option<bool>,
+    /// Unix time of the last successful walk.
+    pub last_success: Option<f64>,
+    /// Unix time the last walk ended.
+    pub last_poll: Option<f64>,
+    /// The last walk's error, bounded text without secrets.
+    pub last_error: Option<String>,
+}
+
+/// One watched webhook (an Authing webhook or a Bird subscription).
+#[derive(Debug)]
+pub struct WebhookHandle {
+    /// Provider id (`webhook` label).
+    pub id: Arc<str>,
+    /// Discovery's view.
+    pub info: Mutex<WebhookInfo>,
+    /// Its counts.
+    pub ledger: WebhookLedger,
+    /// Its last poll.
+    pub status: Mutex<PollStatus>,
+}
+
+impl WebhookHandle {
+    /// A new handle around `ledger`.
+    pub fn new(id: &str, info: WebhookInfo, ledger: WebhookLedger) -> Self {
+        WebhookHandle {
+            id: Arc::from(id),
+            info: Mutex::new(info),
+            ledger,
+            status: Mutex::new(PollStatus::default()),
+        }
+    }
+
+    /// Copy of the poll status.
+    pub fn status(&self) -> PollStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Copy of the info.
+    pub fn info(&self) -> WebhookInfo {
+        lock(&self.info).clone()
+    }
+}
+
+/// One configured source.
+#[derive(Debug)]
+pub struct SourceHandle {
+    /// Config name.
+    pub name: Arc<str>,
+    /// Provider label.
+    pub provider: &'static str,
+    /// Counts shared by its webhooks.
+    pub ledger: Arc<SourceLedger>,
+    webhooks: RwLock<BTreeMap<Arc<str>, Arc<WebhookHandle>>>,
+    discovery_done: AtomicBool,
+    /// The last discovery error, if the last discovery failed.
+    pub discovery_error: Mutex<Option<String>>,
+}
+
+impl SourceHandle {
+    /// An empty source.
+    pub fn new(ledger: Arc<SourceLedger>) -> Self {
+        SourceHandle {
+            name: ledger.source.clone(),
+            provider: ledger.provider,
+            ledger,
+            webhooks: RwLock::new(BTreeMap::new()),
+            discovery_done: AtomicBool::new(false),
+            discovery_error: Mutex::new(None),
+        }
+    }
+
+    /// The webhooks, in id order.
+    pub fn webhooks(&self) -> Vec<Arc<WebhookHandle>> {
+        self.webhooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// One webhook.
+    pub fn webhook(&self, id: &str) -> Option<Arc<WebhookHandle>> {
+        self.webhooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Adds a webhook (replacing one with the same id).
+    pub fn insert(&self, w: Arc<WebhookHandle>) {
+        self.webhooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(w.id.clone(), w);
+    }
+
+    /// Removes a webhook; its series disappear with it.
+    pub fn remove(&self, id: &str) -> Option<Arc<WebhookHandle>> {
+        self.webhooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
+    /// Marks the first discovery attempt as ended.
+    pub fn mark_discovery_done(&self) {
+        self.discovery_done.store(true, Ordering::Release);
+    }
+
+    /// Ready: discovery was tried and every webhook's first walk has ended (in
+    /// success or error — a broken webhook must not hide the others, and its
+    /// `webhook_exporter_source_up` 0 is exactly what should be scraped).
+    pub fn ready(&self) -> bool {
+        self.discovery_done.load(Ordering::Acquire)
+            && self.webhooks().iter().all(|w| lock(&w.status).up.is_some())
+    }
+}
+
+/// All sources, shared by poller, metrics and server.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sources: RwLock<Vec<Arc<SourceHandle>>>,
+}
+
+impl Registry {
+    /// The sources, in config order.
+    pub fn sources(&self) -> Vec<Arc<SourceHandle>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the list of sources.
+    pub fn set_sources(&self, sources: Vec<Arc<SourceHandle>>) {
+        *self.sources.write().unwrap_or_else(|e| e.into_inner()) = sources;
+    }
+
+    /// Every source ready (see [`SourceHandle::ready`]).
+    pub fn ready(&self) -> bool {
+        self.sources().iter().all(|s| s.ready())
+    }
+}

@@ -1,0 +1,823 @@
+//! A loopback simulator of the Authing management API, with ground truth.
+//!
+//! It behaves like the real thing where it matters for counting: logs keep
+//! arriving while a walk is under way (so pages shift), the list order is
+//! configurable (newest-first or oldest-first), tokens expire, errors come as
+//! HTTP statuses or as HTTP 200 with a body `statusCode`, and network failures
+//! report `responseStatusCode` as 0, null or not at all. Faults can be queued
+//! for the next requests (429 with `Retry-After`, 5xx, slow answers, truncated
+//! or non-JSON bodies, revoked tokens), and every request is recorded, so tests
+//! can measure the rate limit at the server.
+//!
+//! The simulator knows the truth: every entry it ever generated, so a test (or
+//! the demo) can compare the exporter's counters with what really happened.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::{StatusLabel, lock};
+use crate::normalize::normalize_error;
+
+/// Order of `get-webhook-logs` results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Newest entry on page 1.
+    NewestFirst,
+    /// Oldest entry on page 1.
+    OldestFirst,
+}
+
+/// A webhook the simulator knows.
+#[derive(Debug, Clone)]
+pub struct SimWebhook {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Enabled flag.
+    pub enabled: bool,
+    /// Subscribed events.
+    pub events: Vec<String>,
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Webhooks of the pool.
+    pub webhooks: Vec<SimWebhook>,
+    /// List order of the logs API.
+    pub order: ListOrder,
+    /// Deliveries generated per webhook per second (0: only on demand).
+    pub rate_per_webhook: f64,
+    /// Share of generated deliveries that fail.
+    pub failure_ratio: f64,
+    /// Lifetime of a management token.
+    pub token_ttl: Duration,
+    /// The pool (carried in the token's `scoped_userpool_id` claim).
+    pub pool_id: String,
+    /// Access key id accepted.
+    pub access_key_id: String,
+    /// Access key secret accepted.
+    pub access_key_secret: String,
+    /// Random seed (runs are reproducible for a given request sequence).
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            webhooks: (1..=3)
+                .map(|i| SimWebhook {
+                    id: format!("6229ffa{i:017x}"),
+                    name: format!("hook {i}"),
+                    enabled: true,
+                    events: vec![
+                        "user:created".into(),
+                        "user:updated".into(),
+                        "user:login".into(),
+                    ],
+                })
+                .collect(),
+            order: ListOrder::NewestFirst,
+            rate_per_webhook: 0.0,
+            failure_ratio: 0.2,
+            token_ttl: Duration::from_secs(7200),
+            pool_id: "62a0000000000000000sim00".into(),
+            access_key_id: "sim-access-key-id".into(),
+            access_key_secret: "sim-access-key-secret-DO-NOT-LEAK".into(),
+            seed: 1,
+        }
+    }
+}
+
+/// A fault served instead of (or around) the next matching answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// HTTP status with an optional `Retry-After` value.
+    Status(u16, Option<String>),
+    /// HTTP 200 with this body `statusCode` (Authing style error).
+    BodyStatus(i64),
+    /// Answer normally after this delay (longer than the client timeout = timeout).
+    Delay(Duration),
+    /// Cut the normal JSON answer in half.
+    Truncated,
+    /// An HTML error page with status 200.
+    Html,
+    /// A body of this many bytes.
+    Huge(usize),
+    /// Revoke every token, then answer normally (the token is then refused).
+    RevokeTokens,
+}
+
+/// One generated log entry (the truth).
+#[derive(Debug, Clone)]
+pub struct SimEntry {
+    /// Webhook id.
+    pub webhook: String,
+    /// Event name.
+    pub event: String,
+    /// Unix time in ms.
+    pub ts_ms: i64,
+    /// HTTP status reported (JSON: number, 0, null or absent).
+    pub status: Option<i64>,
+    /// Whether the status field is left out entirely.
+    pub status_absent: bool,
+    /// Success flag.
+    pub success: bool,
+    /// Error message.
+    pub error: Option<String>,
+    /// Unique payload id (part of the request body).
+    pub payload_id: u64,
+}
+
+impl SimEntry {
+    fn to_json(&self, secret: &str) -> Value {
+        let ts = chrono::DateTime::from_timestamp_millis(self.ts_ms)
+            .unwrap_or_default()
+            .with_timezone(
+                &chrono::FixedOffset::east_opt(8 * 3600)
+                    .unwrap_or(chrono::FixedOffset::east_opt(0).expect("UTC")),
+            )
+            .format("%Y-%m-%dT%H:%M:%S%.3f%z")
+            .to_string();
+        let mut v = json!({
+            "webhookId": self.webhook,
+            "eventName": self.event,
+            "requestBody": {"eventName": self.event, "data": {"id": format!("{:024x}", self.payload_id)}},
+            "requestHeaders": {"content-type": "application/json", "user-agent": "authing-webhook@2.0",
+                               "x-authing-webhook-secret": secret},
+            "responseHeaders": {},
+            "responseBody": if self.success { json!({"success": true}) } else { Value::Null },
+            "timestamp": ts,
+            "success": self.success,
+        });
+        if !self.status_absent {
+            v["responseStatusCode"] = self.status.map_or(Value::Null, Value::from);
+        }
+        if let Some(e) = &self.error {
+            v["errorMessage"] = Value::from(e.clone());
+        }
+        v
+    }
+
+    /// The `status_code` label the exporter should give it.
+    pub fn status_label(&self) -> String {
+        let mut s = String::new();
+        StatusLabel::from_code(if self.status_absent {
+            None
+        } else {
+            self.status
+        })
+        .render(&mut s);
+        s
+    }
+
+    /// The `error` label the exporter should give it (uncapped).
+    pub fn error_label(&self) -> Option<String> {
+        if self.success {
+            return None;
+        }
+        Some(match self.error.as_deref().and_then(normalize_error) {
+            Some(e) => e,
+            None => match StatusLabel::from_code(if self.status_absent {
+                None
+            } else {
+                self.status
+            }) {
+                StatusLabel::Code(c) => format!("http_{c}"),
+                _ => "unknown".into(),
+            },
+        })
+    }
+}
+
+/// Counts the truth would show for one (webhook, event).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TruthCounts {
+    /// Attempts.
+    pub deliveries: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// By status label.
+    pub responses: BTreeMap<String, u64>,
+    /// By error label.
+    pub errors: BTreeMap<String, u64>,
+}
+
+struct SimState {
+    cfg: SimConfig,
+    /// Per webhook, oldest first.
+    logs: HashMap<String, VecDeque<SimEntry>>,
+    /// Everything ever generated.
+    truth: Vec<SimEntry>,
+    tokens: HashMap<String, Instant>,
+    faults: VecDeque<(Option<&'static str>, Fault)>,
+    requests: Vec<(Instant, &'static str)>,
+    drift_per_page: usize,
+    duplicate_next: bool,
+    rng: StdRng,
+    next_payload: u64,
+    carry: f64,
+    last_ms: i64,
+    tokens_issued: u64,
+}
+
+/// A running simulator.
+pub struct Sim {
+    state: Arc<Mutex<SimState>>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+const NETWORK_ERRORS: &[&str] = &[
+    "ERRTIMEOUT",
+    "socket hang up",
+    "getaddrinfo ENOTFOUND hooks.example.com",
+];
+
+impl SimState {
+    fn now_ms(&mut self) -> i64 {
+        // Strictly increasing ms timestamps keep the truth's order unambiguous.
+        let now = chrono::Utc::now().timestamp_millis();
+        self.last_ms = now.max(self.last_ms);
+        self.last_ms
+    }
+
+    fn generate(&mut self, webhook_idx: usize, n: usize) {
+        for _ in 0..n {
+            let Some(w) = self.cfg.webhooks.get(webhook_idx).cloned() else {
+                return;
+            };
+            let event = w
+                .events
+                .get(self.rng.random_range(0..w.events.len().max(1)))
+                .cloned()
+                .unwrap_or_else(|| "user:created".into());
+            let ts_ms = self.now_ms();
+            self.next_payload += 1;
+            let fail = self.rng.random_bool(self.cfg.failure_ratio.clamp(0.0, 1.0));
+            let mut e = SimEntry {
+                webhook: w.id.clone(),
+                event,
+                ts_ms,
+                status: Some(200),
+                status_absent: false,
+                success: true,
+                error: None,
+                payload_id: self.next_payload,
+            };
+            if fail {
+                e.success = false;
+                match self.rng.random_range(0..6) {
+                    0 => {
+                        e.status = Some([500, 502, 503, 404][self.rng.random_range(0..4)]);
+                        e.error = Some(format!(
+                            "Request failed with status code {}",
+                            e.status.unwrap_or(500)
+                        ));
+                    }
+                    1 => {
+                        e.status = Some(500);
+                        e.error = None;
+                    }
+                    2 => {
+                        let ip = format!(
+                            "10.{}.{}.{}:{}",
+                            self.rng.random_range(0..256),
+                            self.rng.random_range(0..256),
+                            self.rng.random_range(1..255),
+                            self.rng.random_range(1024..65535)
+                        );
+                        e.status = None;
+                        e.error = Some(format!("connect ECONNREFUSED {ip}"));
+                    }
+                    3 => {
+                        e.status = Some(0);
+                        e.error = Some(format!(
+                            "timeout of {}ms exceeded",
+                            [3000, 5000, 10000][self.rng.random_range(0..3)]
+                        ));
+                    }
+                    4 => {
+                        e.status_absent = true;
+                        e.status = None;
+                        e.error = Some(
+                            NETWORK_ERRORS[self.rng.random_range(0..NETWORK_ERRORS.len())].into(),
+                        );
+                    }
+                    _ => {
+                        e.status = Some(400);
+                        e.error = Some(format!(
+                            "\"invalid payload\" from {}",
+                            [
+                                "https://hooks.example.com/a?x=1",
+                                "https://b.example.org/hook"
+                            ][self.rng.random_range(0..2)]
+                        ));
+                    }
+                }
+            }
+            let dup = self.duplicate_next;
+            self.duplicate_next = false;
+            self.push(e.clone());
+            if dup {
+                self.push(e);
+            }
+        }
+    }
+
+    fn push(&mut self, e: SimEntry) {
+        self.logs
+            .entry(e.webhook.clone())
+            .or_default()
+            .push_back(e.clone());
+        self.truth.push(e);
+    }
+
+    fn tick(&mut self, dt: Duration) {
+        if self.cfg.rate_per_webhook <= 0.0 {
+            return;
+        }
+        self.carry += self.cfg.rate_per_webhook * dt.as_secs_f64();
+        let n = self.carry.floor() as usize;
+        self.carry -= n as f64;
+        for _ in 0..n {
+            for i in 0..self.cfg.webhooks.len() {
+                self.generate(i, 1);
+            }
+        }
+    }
+
+    fn take_fault(&mut self, endpoint: &'static str) -> Option<Fault> {
+        let i = self
+            .faults
+            .iter()
+            .position(|(ep, _)| ep.is_none_or(|e| e == endpoint))?;
+        self.faults.remove(i).map(|(_, f)| f)
+    }
+
+    fn token_valid(&self, headers: &HeaderMap) -> bool {
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let pool_ok = headers
+            .get("x-authing-userpool-id")
+            .and_then(|v| v.to_str().ok())
+            == Some(self.cfg.pool_id.as_str());
+        pool_ok
+            && bearer
+                .and_then(|t| self.tokens.get(t))
+                .is_some_and(|exp| Instant::now() < *exp)
+    }
+}
+
+impl Sim {
+    /// Starts the simulator on 127.0.0.1 with an ephemeral port.
+    pub async fn start(cfg: SimConfig) -> std::io::Result<Sim> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        let state = Arc::new(Mutex::new(SimState {
+            cfg,
+            logs: HashMap::new(),
+            truth: Vec::new(),
+            tokens: HashMap::new(),
+            faults: VecDeque::new(),
+            requests: Vec::new(),
+            drift_per_page: 0,
+            duplicate_next: false,
+            rng,
+            next_payload: 0,
+            carry: 0.0,
+            last_ms: 0,
+            tokens_issued: 0,
+        }));
+        let stop = CancellationToken::new();
+        let app = Router::new()
+            .route("/api/v3/get-management-token", post(token))
+            .route("/api/v3/list-webhooks", get(list_webhooks))
+            .route("/api/v3/get-webhook-logs", post(webhook_logs))
+            .with_state(state.clone());
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await;
+        });
+        let gen_state = state.clone();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            let mut every = tokio::time::interval(Duration::from_millis(50));
+            while s.run_until_cancelled(every.tick()).await.is_some() {
+                let now = Instant::now();
+                lock(&gen_state).tick(now - last);
+                last = now;
+            }
+        });
+        Ok(Sim { state, addr, stop })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> SimConfig {
+        lock(&self.state).cfg.clone()
+    }
+
+    /// Generates `n` deliveries for webhook number `idx` now.
+    pub fn generate(&self, idx: usize, n: usize) {
+        lock(&self.state).generate(idx, n);
+    }
+
+    /// The next generated delivery is logged twice, identically (two attempts
+    /// with the same content: both must be counted).
+    pub fn duplicate_next(&self) {
+        lock(&self.state).duplicate_next = true;
+    }
+
+    /// Before answering every logs page after the first, generate this many new
+    /// deliveries for the webhook asked for (pages shift under the walk).
+    pub fn set_drift_per_page(&self, n: usize) {
+        lock(&self.state).drift_per_page = n;
+    }
+
+    /// Changes the background generation rate.
+    pub fn set_rate(&self, per_webhook_per_sec: f64) {
+        lock(&self.state).cfg.rate_per_webhook = per_webhook_per_sec;
+    }
+
+    /// Changes the failure ratio of generated deliveries.
+    pub fn set_failure_ratio(&self, r: f64) {
+        lock(&self.state).cfg.failure_ratio = r;
+    }
+
+    /// Drops the `n` oldest entries of webhook `idx` (retention expiry). They
+    /// stay in the truth: they happened.
+    pub fn expire_oldest(&self, idx: usize, n: usize) {
+        let mut st = lock(&self.state);
+        let Some(id) = st.cfg.webhooks.get(idx).map(|w| w.id.clone()) else {
+            return;
+        };
+        if let Some(q) = st.logs.get_mut(&id) {
+            for _ in 0..n.min(q.len()) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Queues a fault for the next request to `endpoint` (`None`: any).
+    pub fn push_fault(&self, endpoint: Option<&'static str>, fault: Fault) {
+        lock(&self.state).faults.push_back((endpoint, fault));
+    }
+
+    /// Faults still queued.
+    pub fn faults_pending(&self) -> usize {
+        lock(&self.state).faults.len()
+    }
+
+    /// Management tokens issued so far.
+    pub fn tokens_issued(&self) -> u64 {
+        lock(&self.state).tokens_issued
+    }
+
+    /// Requests received so far, by endpoint.
+    pub fn request_count(&self, endpoint: &str) -> usize {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|(_, e)| *e == endpoint)
+            .count()
+    }
+
+    /// Most requests (any endpoint) seen within any window of length `w`.
+    pub fn max_requests_in_window(&self, w: Duration) -> usize {
+        let times: Vec<Instant> = lock(&self.state).requests.iter().map(|(t, _)| *t).collect();
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end].duration_since(times[start]) >= w {
+                start += 1;
+            }
+            best = best.max(end + 1 - start);
+        }
+        best
+    }
+
+    /// Instants of every request so far.
+    pub fn request_times(&self) -> Vec<Instant> {
+        lock(&self.state).requests.iter().map(|(t, _)| *t).collect()
+    }
+
+    /// Every entry ever generated.
+    pub fn entries(&self) -> Vec<SimEntry> {
+        lock(&self.state).truth.clone()
+    }
+
+    /// The truth per (webhook, event).
+    pub fn truth(&self) -> BTreeMap<(String, String), TruthCounts> {
+        let mut out: BTreeMap<(String, String), TruthCounts> = BTreeMap::new();
+        for e in lock(&self.state).truth.iter() {
+            let t = out.entry((e.webhook.clone(), e.event.clone())).or_default();
+            t.deliveries += 1;
+            *t.responses.entry(e.status_label()).or_insert(0) += 1;
+            if let Some(err) = e.error_label() {
+                t.failures += 1;
+                *t.errors.entry(err).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Total deliveries ever generated.
+    pub fn total(&self) -> usize {
+        lock(&self.state).truth.len()
+    }
+
+    /// Stops serving and generating.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+type Shared = State<Arc<Mutex<SimState>>>;
+
+fn body_error(code: i64, msg: &str) -> Response {
+    Json(json!({"statusCode": code, "message": msg, "apiCode": 2020, "requestId": "sim"}))
+        .into_response()
+}
+
+/// Applies a fault: returns the response to send instead, if any.
+async fn apply_fault(
+    fault: Option<Fault>,
+    normal: impl FnOnce() -> Value,
+    state: &Arc<Mutex<SimState>>,
+) -> Result<Value, Response> {
+    match fault {
+        None => Ok(normal()),
+        Some(Fault::Status(code, retry_after)) => {
+            let mut resp = (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "fault\n",
+            )
+                .into_response();
+            if let Some(ra) = retry_after.and_then(|r| r.parse().ok()) {
+                resp.headers_mut().insert("retry-after", ra);
+            }
+            Err(resp)
+        }
+        Some(Fault::BodyStatus(code)) => Err(body_error(code, "simulated error")),
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            Ok(normal())
+        }
+        Some(Fault::Truncated) => {
+            let text = normal().to_string();
+            let half = text.len() / 2;
+            Err((
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                text[..half].to_string(),
+            )
+                .into_response())
+        }
+        Some(Fault::Html) => Err((
+            StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response()),
+        Some(Fault::Huge(n)) => Err((
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "[".repeat(n),
+        )
+            .into_response()),
+        Some(Fault::RevokeTokens) => {
+            lock(state).tokens.clear();
+            Ok(normal())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenReq {
+    access_key_id: String,
+    access_key_secret: String,
+}
+
+async fn token(State(state): Shared, body: Option<Json<TokenReq>>) -> Response {
+    let (fault, ok, ttl, pool) = {
+        let mut st = lock(&state);
+        st.requests.push((Instant::now(), "get-management-token"));
+        let ok = body.as_ref().is_some_and(|b| {
+            b.access_key_id == st.cfg.access_key_id
+                && b.access_key_secret == st.cfg.access_key_secret
+        });
+        (
+            st.take_fault("get-management-token"),
+            ok,
+            st.cfg.token_ttl,
+            st.cfg.pool_id.clone(),
+        )
+    };
+    if !ok {
+        return body_error(401, "invalid access key");
+    }
+    let st2 = state.clone();
+    let v = apply_fault(
+        fault,
+        || {
+            let mut st = lock(&st2);
+            st.tokens_issued += 1;
+            let n = st.tokens_issued;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let token = format!(
+                "{}.{}.{}",
+                b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+                b64.encode(json!({"scoped_userpool_id": pool, "jti": n}).to_string()),
+                b64.encode(format!("sim-signature-{n}"))
+            );
+            st.tokens.insert(token.clone(), Instant::now() + ttl);
+            json!({"statusCode": 200, "message": "", "data": {"access_token": token, "expires_in": ttl.as_secs().max(1)}})
+        },
+        &state,
+    )
+    .await;
+    match v {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// Unauthenticated answer: alternately HTTP 401 and HTTP 200 with body 401.
+fn unauthorized(n: usize) -> Response {
+    if n % 2 == 0 {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"statusCode": 401, "message": "token expired or invalid"})),
+        )
+            .into_response()
+    } else {
+        body_error(401, "token expired or invalid")
+    }
+}
+
+async fn list_webhooks(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let fault = {
+        let mut st = lock(&state);
+        st.requests.push((Instant::now(), "list-webhooks"));
+        let n = st.requests.len();
+        if !st.token_valid(&headers) {
+            return unauthorized(n);
+        }
+        st.take_fault("list-webhooks")
+    };
+    let (page, limit) = (
+        q.page.unwrap_or(1).max(1),
+        q.limit.unwrap_or(10).clamp(1, 50),
+    );
+    let st2 = state.clone();
+    let v = apply_fault(
+        fault,
+        || {
+            let st = lock(&st2);
+            let list: Vec<Value> = st
+                .cfg
+                .webhooks
+                .iter()
+                .skip(((page - 1) * limit) as usize)
+                .take(limit as usize)
+                .map(|w| {
+                    json!({"webhookId": w.id, "name": w.name, "url": "https://example.com/hooks", "enabled": w.enabled,
+                           "events": w.events, "secret": "whsec-SIMULATED-WEBHOOK-SECRET", "contentType": "application/json",
+                           "retryConfig": {"enabled": true, "count": 3, "delay": 10, "delayUnit": "Second"}})
+                })
+                .collect();
+            json!({"statusCode": 200, "message": "", "data": {"totalCount": st.cfg.webhooks.len(), "list": list}})
+        },
+        &state,
+    )
+    .await;
+    match v {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsReq {
+    webhook_id: String,
+    page: Option<u64>,
+    limit: Option<u64>,
+}
+
+async fn webhook_logs(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Option<Json<LogsReq>>,
+) -> Response {
+    let Some(Json(req)) = body else {
+        return body_error(400, "bad request");
+    };
+    let fault = {
+        let mut st = lock(&state);
+        st.requests.push((Instant::now(), "get-webhook-logs"));
+        let n = st.requests.len();
+        if !st.token_valid(&headers) {
+            return unauthorized(n);
+        }
+        st.take_fault("get-webhook-logs")
+    };
+    let page = req.page.unwrap_or(1).max(1);
+    if req.limit.is_some_and(|l| l > 50) {
+        return body_error(400, "limit must not exceed 50");
+    }
+    let limit = req.limit.unwrap_or(10).max(1);
+    let st2 = state.clone();
+    let v = apply_fault(
+        fault,
+        move || {
+            let mut st = lock(&st2);
+            if page > 1 && st.drift_per_page > 0 {
+                if let Some(idx) = st.cfg.webhooks.iter().position(|w| w.id == req.webhook_id) {
+                    let n = st.drift_per_page;
+                    st.generate(idx, n);
+                }
+            }
+            let secret = "whsec-SIMULATED-WEBHOOK-SECRET";
+            let order = st.cfg.order;
+            let empty = VecDeque::new();
+            let q = st.logs.get(&req.webhook_id).unwrap_or(&empty);
+            let skip = ((page - 1) * limit) as usize;
+            let list: Vec<Value> = match order {
+                ListOrder::NewestFirst => q
+                    .iter()
+                    .rev()
+                    .skip(skip)
+                    .take(limit as usize)
+                    .map(|e| e.to_json(secret))
+                    .collect(),
+                ListOrder::OldestFirst => q
+                    .iter()
+                    .skip(skip)
+                    .take(limit as usize)
+                    .map(|e| e.to_json(secret))
+                    .collect(),
+            };
+            json!({"statusCode": 200, "message": "Operation successful", "requestId": "sim",
+                   "data": {"totalCount": q.len(), "list": list}})
+        },
+        &state,
+    )
+    .await;
+    match v {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
