@@ -207,14 +207,19 @@ impl ApiClient {
     /// Waits for the cooldown and the limiter, then makes one HTTP call and
     /// returns the body of a 2xx answer. Every call is counted.
     pub async fn send(&self, req: &Request) -> Result<Vec<u8>, ApiError> {
+        // A cooldown may begin while this call waits for the limiter: check again
+        // after it, so no call leaves during a Retry-After.
         loop {
             let until = *lock(&self.cooldown_until);
-            match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
-                _ => break,
+            if let Some(t) = until.filter(|t| *t > Instant::now()) {
+                tokio::time::sleep_until(t.into()).await;
+                continue;
+            }
+            self.limiter.until_ready().await;
+            if lock(&self.cooldown_until).is_none_or(|t| t <= Instant::now()) {
+                break;
             }
         }
-        self.limiter.until_ready().await;
         let start = Instant::now();
         let result = self.send_once(req).await;
         let elapsed = start.elapsed().as_secs_f64();

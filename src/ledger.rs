@@ -22,7 +22,7 @@
 //!
 //! The only way one entry is seen twice in one walk is drift between pages: the
 //! older page, fetched later, starts with entries the previous page ended with.
-//! [`PageAligner`] finds that overlap (the longest suffix of the previous page
+//! [`align`] finds that overlap (the longest suffix of the previous page
 //! that is a prefix of the new one, preferring the shift the provider's
 //! `totalCount` predicts) and drops it before counting. If a page is so far
 //! shifted that it reaches above the walk's position, entries newer than
@@ -185,7 +185,7 @@ impl LabelCap {
         Arc::from(OTHER)
     }
 
-    /// `webhook_exporter_label_overflow_total{label}`.
+    /// `webhook_exporter_label_overflow_total{label}`: attempts whose value was folded.
     pub fn overflow(&self) -> u64 {
         self.overflow.load(Ordering::Relaxed)
     }
@@ -292,7 +292,10 @@ impl WebhookLedger {
             return v.clone();
         }
         let v = src.events.admit(raw);
-        cache.insert(raw.into(), v.clone());
+        // Folded values are not cached, so every folded attempt is counted as overflow.
+        if &*v != OTHER {
+            cache.insert(raw.into(), v.clone());
+        }
         v
     }
 
@@ -318,7 +321,7 @@ impl WebhookLedger {
         };
         let label = src.errors.admit(&value);
         // Messages without text depend on the status; cache only real text.
-        if a.error.is_some_and(|e| !e.trim().is_empty()) {
+        if a.error.is_some_and(|e| !e.trim().is_empty()) && &*label != OTHER {
             if cache.len() >= ERROR_CACHE_MAX {
                 cache.clear();
             }
@@ -472,32 +475,27 @@ impl ContentDedupe {
     }
 
     /// Feeds one page (in newest-first orientation) to the walk and returns, for
-    /// each entry, whether it is a new attempt to count. `expected_shift` is the
-    /// overlap the provider's total count predicts, when it can.
+    /// each entry, whether it is a new attempt to count. `alignment` says how
+    /// the page continues the previous one ([`align`]; ignored for the first
+    /// page of a walk). An `Ambiguous` alignment the caller could not resolve is
+    /// taken as drift: at worst a copy is counted one walk late, never twice.
     pub fn observe_page(
         &mut self,
         walk: &mut Walk,
         page: &[(Key, Option<i64>)],
-        expected_shift: Option<usize>,
+        alignment: Align,
     ) -> Vec<bool> {
         let keys: Vec<Key> = page.iter().map(|(k, _)| *k).collect();
-        let drop = if walk.pages == 0 {
-            0
-        } else {
-            overlap(&walk.prev_page, &keys, expected_shift)
-        };
-        let rest = &page[drop..];
-        let mut out = vec![false; drop];
-        out.reserve(rest.len());
-
-        // Consistent: the page lies wholly at or below the walk's position.
         let first = walk.pages == 0;
-        let consistent = first
-            || rest
-                .iter()
-                .all(|(_, ts)| ts.is_none_or(|t| walk.min_ms.is_none_or(|m| t <= m)));
-        let mut local: HashMap<Key, u32> = HashMap::with_capacity(rest.len());
-        for (key, ts) in rest {
+        let (drop, aligned) = match alignment {
+            _ if first => (0, true),
+            Align::Known(s) | Align::Ambiguous(s) => (s.min(page.len()), true),
+            Align::Unknown => (0, false),
+        };
+        let mut out = vec![false; drop];
+        out.reserve(page.len() - drop);
+        let mut local: HashMap<Key, u32> = HashMap::with_capacity(page.len() - drop);
+        for (key, ts) in &page[drop..] {
             let Some(ts) = *ts else {
                 out.push(false);
                 continue;
@@ -510,9 +508,15 @@ impl ContentDedupe {
             let n = local.entry(*key).or_insert(0);
             *n += 1;
             let before = walk.occurrences.get(key).copied().unwrap_or(0);
-            // Consistent pages add; a page that reaches above the walk's position
-            // may repeat entries seen on earlier pages, so it merges by maximum.
-            let occurrence = if consistent { before + 1 } else { *n };
+            // A key this walk has not met is new to it. A key it has met is
+            // another copy only when the page is known to continue where the
+            // previous one ended; otherwise the page reaches back over entries
+            // already read, and its copies merge by maximum.
+            let occurrence = if before == 0 || aligned {
+                before + 1
+            } else {
+                *n
+            };
             walk.occurrences.insert(*key, occurrence.max(before));
             let counted = self.seen.get(key).map_or(0, |(_, c)| *c);
             let is_new = ts >= walk.bound_ms && occurrence > counted;
@@ -522,13 +526,8 @@ impl ContentDedupe {
             }
             out.push(is_new);
         }
-        for (_, ts) in page.iter() {
-            if let Some(t) = ts {
-                walk.min_ms = Some(walk.min_ms.map_or(*t, |m| m.min(*t)));
-                if first {
-                    walk.max_ms = Some(walk.max_ms.map_or(*t, |m| m.max(*t)));
-                }
-            }
+        if first {
+            walk.max_ms = page.iter().filter_map(|(_, t)| *t).max();
         }
         walk.prev_page = keys;
         walk.pages += 1;
@@ -555,7 +554,6 @@ pub struct Walk {
     pub bound_ms: i64,
     prev_page: Vec<Key>,
     occurrences: HashMap<Key, u32>,
-    min_ms: Option<i64>,
     max_ms: Option<i64>,
     newest_ms: Option<i64>,
     pages: u32,
@@ -566,19 +564,44 @@ impl Walk {
     pub fn pages(&self) -> u32 {
         self.pages
     }
+
+    /// Keys of the last page fed (newest-first orientation).
+    pub fn prev_page(&self) -> &[Key] {
+        &self.prev_page
+    }
 }
 
-/// Length of the longest suffix of `prev` that is a prefix of `next`, trying
-/// `hint` first (the shift the provider's total count predicts).
-pub fn overlap(prev: &[Key], next: &[Key], hint: Option<usize>) -> usize {
+/// How a page continues the previous page of a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Its first `n` entries repeat the end of the previous page (drift).
+    Known(usize),
+    /// Either no drift, with identical entries across the boundary, or a drift
+    /// of `n`: only re-reading the previous page can tell.
+    Ambiguous(usize),
+    /// No overlap found and no prediction: the page may reach back over
+    /// entries already read.
+    Unknown,
+}
+
+/// Where `next` continues `prev` (both newest-first). `hint` is the drift the
+/// provider's total count predicts, if it can: inserts at the head of a
+/// newest-first list shift it, but expiries at its tail hide in the same total,
+/// so a predicted drift of zero is only a lower bound.
+pub fn align(prev: &[Key], next: &[Key], hint: Option<usize>) -> Align {
     let max = prev.len().min(next.len());
     let matches = |s: usize| next[..s] == prev[prev.len() - s..];
-    if let Some(h) = hint {
-        if h <= max && matches(h) {
-            return h;
+    if let Some(h) = hint.filter(|h| (1..=max).contains(h)) {
+        if matches(h) {
+            return Align::Known(h);
         }
     }
-    (1..=max).rev().find(|&s| matches(s)).unwrap_or(0)
+    match (1..=max).rev().find(|&s| matches(s)) {
+        Some(s) if matches!(hint, Some(h) if h > 0) => Align::Known(s),
+        Some(s) => Align::Ambiguous(s),
+        None if hint == Some(0) => Align::Known(0),
+        None => Align::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -605,12 +628,41 @@ mod tests {
     }
 
     #[test]
-    fn overlap_prefers_the_hint_and_finds_drift() {
-        assert_eq!(overlap(&[1, 2, 3], &[2, 3, 4], None), 2);
-        assert_eq!(overlap(&[1, 2, 3], &[4, 5, 6], None), 0);
+    fn align_prefers_the_hint_and_finds_drift() {
+        assert_eq!(align(&[1, 2, 3], &[2, 3, 4], Some(2)), Align::Known(2));
+        assert_eq!(align(&[1, 2, 3], &[2, 3, 4], None), Align::Ambiguous(2));
+        assert_eq!(align(&[1, 2, 3], &[4, 5, 6], None), Align::Unknown);
+        assert_eq!(align(&[1, 2, 3], &[4, 5, 6], Some(0)), Align::Known(0));
         // Repeated keys: the hint disambiguates.
-        assert_eq!(overlap(&[7, 7, 7], &[7, 7, 8], Some(1)), 1);
-        assert_eq!(overlap(&[7, 7, 7], &[7, 7, 8], None), 2);
+        assert_eq!(align(&[7, 7, 7], &[7, 7, 8], Some(1)), Align::Known(1));
+        // Drift larger than predicted (expiries hid inserts): the overlap wins.
+        assert_eq!(align(&[1, 2, 3], &[2, 3, 4], Some(1)), Align::Known(2));
+        // A zero prediction with an overlap: duplicates or hidden drift.
+        assert_eq!(align(&[1, 2, 3], &[3, 4, 5], Some(0)), Align::Ambiguous(1));
+    }
+
+    #[test]
+    fn page_far_behind_with_equal_timestamps_is_not_counted_again() {
+        // Page 1 holds five logs of one millisecond; twenty new logs push them
+        // down to page 5 while the walk reads pages 2..4 (all new, skipped).
+        let mut d = ContentDedupe::first_sight(1_000, 1_000);
+        let mut w = d.begin_walk(100);
+        let p1 = page(&[(1, 500), (2, 500), (3, 500), (4, 500), (5, 500)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p1, Align::Unknown)), 5);
+        for k in 0..3u128 {
+            let p = page(&[
+                (100 + k * 5, 900),
+                (101 + k * 5, 900),
+                (102 + k * 5, 900),
+                (103 + k * 5, 900),
+                (104 + k * 5, 900),
+            ]);
+            assert_eq!(count(&d.observe_page(&mut w, &p, Align::Unknown)), 0);
+        }
+        let p5 = page(&[(1, 500), (2, 500), (3, 500), (4, 500), (5, 500)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p5, Align::Unknown)), 0);
+        let p6 = page(&[(6, 500), (7, 400)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p6, Align::Unknown)), 2);
     }
 
     #[test]
@@ -620,8 +672,15 @@ mod tests {
         // newest first: 10..6, then two new logs arrive and page 2 starts with 7,6.
         let p1 = page(&[(10, 900), (9, 800), (8, 700), (7, 600), (6, 500)]);
         let p2 = page(&[(7, 600), (6, 500), (5, 400), (4, 300), (3, 200)]);
-        assert_eq!(count(&d.observe_page(&mut w, &p1, None)), 5);
-        assert_eq!(count(&d.observe_page(&mut w, &p2, Some(2))), 3);
+        assert_eq!(count(&d.observe_page(&mut w, &p1, Align::Unknown)), 5);
+        assert_eq!(
+            count(&d.observe_page(
+                &mut w,
+                &p2,
+                align(&[10, 9, 8, 7, 6], &[7, 6, 5, 4, 3], Some(2))
+            )),
+            3
+        );
     }
 
     #[test]
@@ -629,12 +688,12 @@ mod tests {
         let mut d = ContentDedupe::first_sight(1_000, 1_000);
         let mut w = d.begin_walk(100);
         let p = page(&[(5, 900), (5, 900), (4, 800)]);
-        assert_eq!(count(&d.observe_page(&mut w, &p, None)), 3);
+        assert_eq!(count(&d.observe_page(&mut w, &p, Align::Unknown)), 3);
         d.finish_walk(&w, 100);
         // The next walk sees the same three plus a third copy of 5.
         let mut w = d.begin_walk(1_000);
         let p = page(&[(5, 900), (5, 900), (5, 900), (4, 800)]);
-        assert_eq!(count(&d.observe_page(&mut w, &p, None)), 1);
+        assert_eq!(count(&d.observe_page(&mut w, &p, Align::Unknown)), 1);
     }
 
     #[test]
@@ -643,13 +702,19 @@ mod tests {
         let mut w = d.begin_walk(500);
         assert_eq!(w.bound_ms, 9_000);
         let p = page(&[(3, 9_500), (2, 9_000), (1, 8_999)]);
-        assert_eq!(d.observe_page(&mut w, &p, None), vec![true, true, false]);
+        assert_eq!(
+            d.observe_page(&mut w, &p, Align::Unknown),
+            vec![true, true, false]
+        );
         d.finish_walk(&w, 500);
         assert_eq!(d.bound(500), 9_000);
         assert_eq!(d.len(), 2);
         let mut w = d.begin_walk(200);
         let p = page(&[(4, 9_600), (3, 9_500), (2, 9_000)]);
-        assert_eq!(d.observe_page(&mut w, &p, None), vec![true, false, false]);
+        assert_eq!(
+            d.observe_page(&mut w, &p, Align::Unknown),
+            vec![true, false, false]
+        );
         d.finish_walk(&w, 200);
         // Bound moved to 9_400: key 2 is forgotten, memory stays bounded.
         assert_eq!(d.len(), 2);
@@ -660,10 +725,13 @@ mod tests {
         let mut d = ContentDedupe::first_sight(1_000, 1_000);
         let mut w = d.begin_walk(100);
         let p1 = page(&[(10, 900), (9, 800)]);
-        assert_eq!(count(&d.observe_page(&mut w, &p1, None)), 2);
+        assert_eq!(count(&d.observe_page(&mut w, &p1, Align::Unknown)), 2);
         // Three new logs arrived: page 2 holds one of them and 10 again.
         let p2 = page(&[(11, 950), (10, 900)]);
-        assert_eq!(d.observe_page(&mut w, &p2, Some(3)), vec![false, false]);
+        assert_eq!(
+            d.observe_page(&mut w, &p2, align(&[10, 9], &[11, 10], Some(3))),
+            vec![false, false]
+        );
     }
 
     #[test]

@@ -227,6 +227,7 @@ struct SimState {
     truth: Vec<SimEntry>,
     tokens: HashMap<String, Instant>,
     faults: VecDeque<(Option<&'static str>, Fault)>,
+    faults_served: Vec<Instant>,
     requests: Vec<(Instant, &'static str)>,
     drift_per_page: usize,
     duplicate_next: bool,
@@ -267,6 +268,10 @@ impl SimState {
     }
 
     fn generate(&mut self, webhook_idx: usize, n: usize) {
+        self.generate_aged(webhook_idx, n, Duration::ZERO);
+    }
+
+    fn generate_aged(&mut self, webhook_idx: usize, n: usize, age: Duration) {
         for _ in 0..n {
             let Some(w) = self.cfg.webhooks.get(webhook_idx).cloned() else {
                 return;
@@ -276,7 +281,7 @@ impl SimState {
                 .get(self.rng.random_range(0..w.events.len().max(1)))
                 .cloned()
                 .unwrap_or_else(|| "user:created".into());
-            let ts_ms = self.now_ms();
+            let ts_ms = self.now_ms() - age.as_millis() as i64;
             self.next_payload += 1;
             let fail = self.rng.random_bool(self.cfg.failure_ratio.clamp(0.0, 1.0));
             let mut e = SimEntry {
@@ -376,6 +381,7 @@ impl SimState {
             .faults
             .iter()
             .position(|(ep, _)| ep.is_none_or(|e| e == endpoint))?;
+        self.faults_served.push(Instant::now());
         self.faults.remove(i).map(|(_, f)| f)
     }
 
@@ -407,6 +413,7 @@ impl Sim {
             truth: Vec::new(),
             tokens: HashMap::new(),
             faults: VecDeque::new(),
+            faults_served: Vec::new(),
             requests: Vec::new(),
             drift_per_page: 0,
             duplicate_next: false,
@@ -457,6 +464,12 @@ impl Sim {
         lock(&self.state).generate(idx, n);
     }
 
+    /// Generates `n` deliveries for webhook number `idx`, timestamped `age` ago
+    /// (they are inserted at the newest end, like logs written late).
+    pub fn generate_aged(&self, idx: usize, n: usize, age: Duration) {
+        lock(&self.state).generate_aged(idx, n, age);
+    }
+
     /// The next generated delivery is logged twice, identically (two attempts
     /// with the same content: both must be counted).
     pub fn duplicate_next(&self) {
@@ -501,6 +514,11 @@ impl Sim {
     /// Faults still queued.
     pub fn faults_pending(&self) -> usize {
         lock(&self.state).faults.len()
+    }
+
+    /// When each queued fault was served.
+    pub fn fault_times(&self) -> Vec<Instant> {
+        lock(&self.state).faults_served.clone()
     }
 
     /// Management tokens issued so far.

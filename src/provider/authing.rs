@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 use super::{BoxFuture, Discovered, Provider, Sink, WalkReport, WalkSettings, Walker, unix_now};
 use crate::client::{ApiClient, ApiError, Request, short};
 use crate::config::{AuthingConfig, SourceConfig};
-use crate::ledger::{Attempt, ContentDedupe, Key, StatusLabel, lock};
+use crate::ledger::{Align, Attempt, ContentDedupe, Key, StatusLabel, align, lock};
 use crate::secret::Secret;
 
 /// Endpoint labels.
@@ -649,8 +649,21 @@ fn detect_order(entries: &[Parsed]) -> Option<Order> {
     }
 }
 
-fn first_ts(entries: &[Parsed]) -> Option<i64> {
-    entries.iter().find_map(|p| p.key_ts().1)
+/// The order from the first and the last page of a list whose first page has
+/// a single timestamp: the last page reaching later means oldest-first,
+/// earlier means newest-first; one timestamp everywhere tells nothing.
+fn order_from_ends(first_page: &[Parsed], last_page: &[Parsed]) -> Option<Order> {
+    let ts = |p: &[Parsed]| -> Vec<i64> { p.iter().filter_map(|e| e.key_ts().1).collect() };
+    let (a, b) = (ts(first_page), ts(last_page));
+    let (a_min, a_max) = (a.iter().min()?, a.iter().max()?);
+    let (b_min, b_max) = (b.iter().min()?, b.iter().max()?);
+    if b_max > a_max {
+        Some(Order::OldestFirst)
+    } else if b_min < a_min {
+        Some(Order::NewestFirst)
+    } else {
+        None
+    }
 }
 
 impl AuthingWalker {
@@ -676,6 +689,8 @@ impl AuthingWalker {
         // Backward walks start from a guess of the last page; confirm it first.
         let mut located = !backward;
         let mut prev_total: Option<u64> = None;
+        // The previous page fed: its number and keys in list order.
+        let mut prev_list: Option<(u64, Vec<Key>)> = None;
         let mut report = WalkReport::default();
         loop {
             if report.pages >= p.settings.max_pages {
@@ -689,6 +704,7 @@ impl AuthingWalker {
             }
             let page = p.fetch_logs(&self.webhook, page_no).await?;
             report.pages += 1;
+            tracing::trace!(webhook = %self.webhook, page_no, total = page.total, entries = page.entries.len(), bound = walk.bound_ms, "page");
             let total = page.total;
             self.cursor.last_total = Some(total);
             let mut entries = page.entries;
@@ -696,13 +712,10 @@ impl AuthingWalker {
             if self.cursor.order.is_none() {
                 let mut order = detect_order(&entries);
                 if order.is_none() && total > limit && !entries.is_empty() {
-                    // One timestamp on the whole first page: compare with the last page.
+                    // One timestamp on the whole first page: compare with the far end.
                     let last = p.fetch_logs(&self.webhook, last_page(total, limit)).await?;
                     report.pages += 1;
-                    order = match (first_ts(&entries), first_ts(&last.entries)) {
-                        (Some(a), Some(b)) if a < b => Some(Order::OldestFirst),
-                        _ => Some(Order::NewestFirst),
-                    };
+                    order = order_from_ends(&entries, &last.entries);
                 }
                 if let Some(o) = order {
                     tracing::debug!(source = p.client.source(), webhook = %self.webhook, order = ?o, "list order detected");
@@ -723,16 +736,35 @@ impl AuthingWalker {
                     continue;
                 }
             }
+            let list_keys: Vec<Key> = entries.iter().map(|e| e.key_ts().0).collect();
             if self.cursor.order == Some(Order::OldestFirst) {
                 entries.reverse();
             }
 
             let keys: Vec<(Key, Option<i64>)> = entries.iter().map(Parsed::key_ts).collect();
-            let shift = match (backward, prev_total) {
-                (false, Some(prev)) => usize::try_from(total.saturating_sub(prev)).ok(),
-                _ => None,
-            };
-            let fresh = dedupe.observe_page(&mut walk, &keys, shift);
+            let mut alignment = Align::Unknown;
+            if walk.pages() > 0 {
+                let newest_first: Vec<Key> = keys.iter().map(|(k, _)| *k).collect();
+                let hint = match (backward, prev_total) {
+                    (false, Some(prev)) => usize::try_from(total.saturating_sub(prev)).ok(),
+                    _ => None,
+                };
+                alignment = align(walk.prev_page(), &newest_first, hint);
+                if let (Align::Ambiguous(s), Some((prev_no, prev_keys))) = (alignment, &prev_list) {
+                    // Identical entries across the boundary, or drift? Re-read the
+                    // previous page: if nothing moved, the entries are real copies.
+                    let again = p.fetch_logs(&self.webhook, *prev_no).await?;
+                    report.pages += 1;
+                    let again: Vec<Key> = again.entries.iter().map(|e| e.key_ts().0).collect();
+                    let n = again.len().min(prev_keys.len());
+                    alignment = if again[..n] == prev_keys[..n] {
+                        Align::Known(0)
+                    } else {
+                        Align::Known(s)
+                    };
+                }
+            }
+            let fresh = dedupe.observe_page(&mut walk, &keys, alignment);
             let mut attempts = Vec::with_capacity(entries.len());
             for (parsed, is_new) in entries.iter().zip(&fresh) {
                 match parsed {
@@ -753,6 +785,7 @@ impl AuthingWalker {
             report.entries += entries.len() as u64;
             report.counted += attempts.len() as u64;
             prev_total = Some(total);
+            prev_list = Some((page_no, list_keys));
 
             let page_min = keys.iter().filter_map(|(_, t)| *t).min();
             let reached_bound = page_min.is_some_and(|t| t < walk.bound_ms);
