@@ -93,8 +93,11 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
     let config = match Config::load(&cli.config_file) {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if cli.check_config => {
             eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
             tracing::error!(error = %e, "invalid configuration");
             return ExitCode::from(1);
         }
