@@ -108,7 +108,8 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
     let stop = CancellationToken::new();
     if cli.once {
-        let exporter = match Exporter::build(&config, stop) {
+        // --once never touches the state file: a running exporter may own it.
+        let exporter = match Exporter::build(&config, stop, false) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -123,10 +124,15 @@ pub async fn main(cli: Cli) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    serve(&cli, &config, stop).await
+    serve(&cli, config, Some(cli.config_file.clone()), stop).await
 }
 
-async fn serve(cli: &Cli, config: &Config, stop: CancellationToken) -> ExitCode {
+async fn serve(
+    cli: &Cli,
+    config: Config,
+    path: Option<PathBuf>,
+    stop: CancellationToken,
+) -> ExitCode {
     let addr = match parse_listen_address(&cli.listen_address) {
         Ok(a) => a,
         Err(e) => {
@@ -142,7 +148,7 @@ async fn serve(cli: &Cli, config: &Config, stop: CancellationToken) -> ExitCode 
         }
     };
     tokio::spawn(stop_on_signals(stop.clone()));
-    match run(config, listener, &cli.telemetry_path, stop).await {
+    match run(config, path, listener, &cli.telemetry_path, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -226,5 +232,5 @@ async fn demo(cli: &Cli) -> ExitCode {
         },
         cli.telemetry_path
     );
-    serve(cli, &config, CancellationToken::new()).await
+    serve(cli, config, None, CancellationToken::new()).await
 }

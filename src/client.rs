@@ -223,10 +223,6 @@ impl ApiClient {
         let start = Instant::now();
         let result = self.send_once(req).await;
         let elapsed = start.elapsed().as_secs_f64();
-        let m = &self.metrics;
-        m.api_request_duration
-            .with_label_values(&[&*self.source, req.endpoint])
-            .observe(elapsed);
         let status_label = match &result {
             Ok(_) => "200".to_string(),
             Err(ApiError::Http { status, .. }) => status.to_string(),
@@ -234,9 +230,8 @@ impl ApiClient {
             Err(ApiError::Decode(_) | ApiError::TooLarge(_)) => "200".to_string(),
             Err(_) => "none".to_string(),
         };
-        m.api_requests
-            .with_label_values(&[&*self.source, req.endpoint, &status_label])
-            .inc();
+        self.metrics
+            .api_call(&self.source, req.endpoint, &status_label, elapsed);
         if let Err(e) = &result {
             self.note_error(e);
         }

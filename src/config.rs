@@ -140,7 +140,7 @@ pub struct RateLimit {
 }
 
 /// One `sources:` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// Unique name, the `source` label.
     pub name: String,
@@ -169,7 +169,7 @@ impl SourceConfig {
 }
 
 /// Provider-specific settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderConfig {
     /// `provider: authing`.
     Authing(AuthingConfig),
@@ -178,7 +178,7 @@ pub enum ProviderConfig {
 }
 
 /// Authing / GenAuth credentials and scope.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthingConfig {
     /// Access key id (an id, not a secret, but still never logged).
     pub access_key_id: Secret,
@@ -191,7 +191,7 @@ pub struct AuthingConfig {
 }
 
 /// Bird credentials and scope.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BirdConfig {
     /// `Authorization: AccessKey <key>`.
     pub access_key: Secret,

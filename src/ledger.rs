@@ -83,14 +83,23 @@ impl Histogram {
         self.sum += v;
     }
 
+    /// Adds another histogram with the same bounds.
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 }
 
-/// The `status_code` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The `status_code` label. Saved as its label text (`"200"`, `"none"`,
+/// `"unknown"`), so it can key a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StatusLabel {
     /// A real HTTP status, 100..=599.
     Code(u16),
@@ -109,6 +118,19 @@ impl StatusLabel {
         }
     }
 
+    /// Parses a label value written by [`StatusLabel::render`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(StatusLabel::None),
+            "unknown" => Some(StatusLabel::Unknown),
+            code => code
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .map(StatusLabel::Code),
+        }
+    }
+
     /// The label value.
     pub fn render(self, buf: &mut String) {
         match self {
@@ -119,6 +141,22 @@ impl StatusLabel {
             StatusLabel::None => buf.push_str("none"),
             StatusLabel::Unknown => buf.push_str("unknown"),
         }
+    }
+}
+
+impl Serialize for StatusLabel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = String::new();
+        self.render(&mut buf);
+        s.serialize_str(&buf)
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusLabel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        StatusLabel::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("bad status_code label {s:?}")))
     }
 }
 
@@ -148,14 +186,26 @@ pub struct WebhookCounts {
     pub last_success: Option<f64>,
     /// Newest failed delivery seen (unix seconds).
     pub last_failure: Option<f64>,
+    /// This webhook's share of `webhook_delivery_lag_seconds` (summed per source
+    /// when rendered; kept here so it is checkpointed with the cursor).
+    #[serde(default)]
+    pub lag: Option<Histogram>,
+    /// This webhook's share of `webhook_exporter_logs_invalid_total`.
+    #[serde(default)]
+    pub invalid: u64,
 }
+
+/// Admitted values for lookup, and in admission order.
+type Admitted = (HashMap<Arc<str>, ()>, Vec<Arc<str>>);
 
 /// A bounded set of label values for one label of one source.
 #[derive(Debug)]
 pub struct LabelCap {
     label: &'static str,
     max: usize,
-    values: Mutex<HashMap<Arc<str>, ()>>,
+    /// Admitted values, and their order of admission (persisted, so a restart
+    /// admits the same values).
+    values: Mutex<Admitted>,
     overflow: AtomicU64,
 }
 
@@ -165,7 +215,7 @@ impl LabelCap {
         LabelCap {
             label,
             max,
-            values: Mutex::new(HashMap::new()),
+            values: Mutex::new((HashMap::new(), Vec::new())),
             overflow: AtomicU64::new(0),
         }
     }
@@ -173,16 +223,30 @@ impl LabelCap {
     /// The value to use for `v`: `v` itself while the cap allows, else `other`.
     pub fn admit(&self, v: &str) -> Arc<str> {
         let mut values = lock(&self.values);
-        if let Some((k, _)) = values.get_key_value(v) {
+        if let Some((k, _)) = values.0.get_key_value(v) {
             return k.clone();
         }
-        if values.len() < self.max {
+        if values.0.len() < self.max {
             let k: Arc<str> = Arc::from(v);
-            values.insert(k.clone(), ());
+            values.0.insert(k.clone(), ());
+            values.1.push(k.clone());
             return k;
         }
         self.overflow.fetch_add(1, Ordering::Relaxed);
         Arc::from(OTHER)
+    }
+
+    /// The admitted values in admission order.
+    pub fn values(&self) -> Vec<Arc<str>> {
+        lock(&self.values).1.clone()
+    }
+
+    /// Re-admits saved values (up to the cap) and the saved overflow count.
+    pub fn restore(&self, values: &[String], overflow: u64) {
+        for v in values {
+            let _ = self.admit(v);
+        }
+        self.overflow.fetch_add(overflow, Ordering::Relaxed);
     }
 
     /// `webhook_exporter_label_overflow_total{label}`: attempts whose value was folded.
@@ -207,9 +271,8 @@ pub struct SourceLedger {
     pub events: LabelCap,
     /// Bounded `error` values.
     pub errors: LabelCap,
-    /// `webhook_delivery_lag_seconds`.
-    pub lag: Mutex<Histogram>,
-    /// `webhook_exporter_logs_invalid_total`.
+    /// Invalid entries not attributed to a webhook's checkpointed counts (added
+    /// to the webhooks' own `invalid` counts in `webhook_exporter_logs_invalid_total`).
     pub logs_invalid: AtomicU64,
 }
 
@@ -221,7 +284,6 @@ impl SourceLedger {
             provider,
             events: LabelCap::new("event", max_events),
             errors: LabelCap::new("error", max_errors),
-            lag: Mutex::new(Histogram::new(LAG_BUCKETS)),
             logs_invalid: AtomicU64::new(0),
         }
     }
@@ -243,10 +305,17 @@ pub struct Attempt<'a> {
 }
 
 /// The counts of one webhook, plus whether its first walk is complete.
+///
+/// With persistence on, walks update the live counts and `/metrics` shows the
+/// *published* ones: the copy last written to the state file. A counter
+/// Prometheus has seen can then never go back after a crash, because nothing is
+/// shown before it is durable.
 #[derive(Debug, Default)]
 pub struct WebhookLedger {
     counts: Mutex<WebhookCounts>,
     first_walk_done: AtomicBool,
+    /// `Some` when persistence is on: (counts, first walk done) last made durable.
+    published: Option<Mutex<(WebhookCounts, bool)>>,
     /// Raw event name → label value, so the source-wide cap is asked once.
     event_labels: Mutex<HashMap<Box<str>, Arc<str>>>,
     /// Raw error message → label value (bounded; cleared when full).
@@ -256,13 +325,44 @@ pub struct WebhookLedger {
 const ERROR_CACHE_MAX: usize = 1024;
 
 impl WebhookLedger {
-    /// A ledger restored from saved counts (or empty).
-    pub fn with_counts(counts: WebhookCounts, first_walk_done: bool) -> Self {
+    /// A ledger starting from `counts` (restored, or empty). `durable`: counts
+    /// are shown only once published (see the type docs); restored counts are
+    /// durable already.
+    pub fn with_counts(counts: WebhookCounts, first_walk_done: bool, durable: bool) -> Self {
         WebhookLedger {
+            published: durable.then(|| Mutex::new((counts.clone(), first_walk_done))),
             counts: Mutex::new(counts),
             first_walk_done: AtomicBool::new(first_walk_done),
             ..Default::default()
         }
+    }
+
+    /// Publishes counts that were just made durable.
+    pub fn publish(&self, counts: WebhookCounts, first_walk_done: bool) {
+        if let Some(p) = &self.published {
+            *lock(p) = (counts, first_walk_done);
+        }
+    }
+
+    /// Whether `/metrics` may show this webhook's delivery series.
+    pub fn visible(&self) -> bool {
+        match &self.published {
+            Some(p) => lock(p).1,
+            None => self.first_walk_done(),
+        }
+    }
+
+    /// Runs `f` on the counts `/metrics` shows (published or live); keep `f` short.
+    pub fn with_visible<R>(&self, f: impl FnOnce(&WebhookCounts) -> R) -> R {
+        match &self.published {
+            Some(p) => f(&lock(p).0),
+            None => f(&lock(&self.counts)),
+        }
+    }
+
+    /// Counts entries that could not be understood.
+    pub fn record_invalid(&self, n: u64) {
+        lock(&self.counts).invalid += n;
     }
 
     /// Whether the delivery series may be exposed.
@@ -366,7 +466,8 @@ impl WebhookLedger {
             }
         }
         if let Some(now) = lag_now {
-            let mut lag = lock(&src.lag);
+            let mut c = lock(&self.counts);
+            let lag = c.lag.get_or_insert_with(|| Histogram::new(LAG_BUCKETS));
             for a in attempts {
                 lag.observe(LAG_BUCKETS, (now - a.ts).max(0.0));
             }
@@ -617,6 +718,33 @@ mod tests {
     }
 
     #[test]
+    fn counts_survive_a_json_roundtrip() {
+        let src = SourceLedger::new("s", "authing", 10, 10);
+        let w = WebhookLedger::default();
+        let a = |status, success| Attempt {
+            event: "e",
+            status,
+            success,
+            error: Some("boom 42"),
+            ts: 1.0,
+        };
+        w.record_attempts(
+            &src,
+            &[
+                a(StatusLabel::Code(503), false),
+                a(StatusLabel::None, false),
+                a(StatusLabel::Code(200), true),
+            ],
+            Some(3.0),
+        );
+        w.record_terminal_request(&src, "e", "failed", 3);
+        let c = w.snapshot();
+        let json = serde_json::to_string(&c).expect("serializes");
+        let back: WebhookCounts = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, c);
+    }
+
+    #[test]
     fn histogram_buckets_are_upper_inclusive() {
         let mut h = Histogram::new(&[1.0, 2.0]);
         for v in [0.5, 1.0, 1.5, 2.0, 3.0] {
@@ -783,6 +911,6 @@ mod tests {
                 ("unknown", 1)
             ]
         );
-        assert_eq!(lock(&src.lag).count(), 4);
+        assert_eq!(c.lag.as_ref().map(Histogram::count), Some(4));
     }
 }

@@ -19,6 +19,7 @@
 //! * [`normalize`] — bounded `error` label values.
 //! * [`registry`] — the read side shared by pollers, metrics and server.
 //! * [`metrics`] — self-metrics and the text exposition of the ledger.
+//! * [`state`] — the state file: checkpoints that survive restarts.
 //! * [`sim`] — the loopback simulator of the provider APIs, with ground truth.
 
 pub mod app;
@@ -35,3 +36,4 @@ pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod sim;
+pub mod state;

@@ -40,6 +40,24 @@ pub struct SelfMetrics {
     pub api_throttled: IntCounterVec,
     /// `webhook_exporter_api_errors_total{source,reason}`.
     pub api_errors: IntCounterVec,
+    /// (source, endpoint, status) label sets used, so a removed source's
+    /// series can be deleted.
+    api_labels: std::sync::Mutex<std::collections::HashSet<(String, &'static str, String)>>,
+    /// `webhook_exporter_state_writes_total{result}`.
+    pub state_writes: IntCounterVec,
+    /// `webhook_exporter_state_last_write_success_timestamp_seconds`.
+    pub state_last_write: prometheus::Gauge,
+    /// `webhook_exporter_state_load_failures_total{reason}`: state files set aside.
+    pub state_load_failures: IntCounterVec,
+    /// `webhook_exporter_state_restored`: 1 if counters were restored at start.
+    pub state_restored: prometheus::IntGauge,
+    /// `webhook_exporter_retention_gap_seconds{source}`: span of logs that may
+    /// have expired at the provider while the exporter was down.
+    pub retention_gap: prometheus::GaugeVec,
+    /// `webhook_exporter_config_last_reload_successful`.
+    pub reload_successful: prometheus::IntGauge,
+    /// `webhook_exporter_config_last_reload_success_timestamp_seconds`.
+    pub reload_success_time: prometheus::Gauge,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -123,6 +141,58 @@ impl SelfMetrics {
         registry.register(Box::new(api_throttled.clone()))?;
         registry.register(Box::new(api_errors.clone()))?;
         registry.register(Box::new(build_info))?;
+        let state_writes = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_state_writes_total",
+                "Writes of the state file, by result.",
+            ),
+            &["result"],
+        )?;
+        let state_last_write = prometheus::Gauge::new(
+            "webhook_exporter_state_last_write_success_timestamp_seconds",
+            "Unix time of the last successful write of the state file.",
+        )?;
+        let state_load_failures = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_state_load_failures_total",
+                "State files that could not be used at start (set aside as .corrupt-<time>), by reason.",
+            ),
+            &["reason"],
+        )?;
+        let state_restored = prometheus::IntGauge::new(
+            "webhook_exporter_state_restored",
+            "1 if counters and cursors were restored from the state file at start.",
+        )?;
+        let retention_gap = prometheus::GaugeVec::new(
+            Opts::new(
+                "webhook_exporter_retention_gap_seconds",
+                "Span of delivery logs that may have expired at the provider, unseen, while the exporter was down.",
+            ),
+            &["source"],
+        )?;
+        let reload_successful = prometheus::IntGauge::new(
+            "webhook_exporter_config_last_reload_successful",
+            "1 if the last configuration reload succeeded.",
+        )?;
+        let reload_success_time = prometheus::Gauge::new(
+            "webhook_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+        )?;
+        for result in ["success", "error"] {
+            state_writes.with_label_values(&[result]);
+        }
+        for reason in ["corrupt", "version", "unreadable"] {
+            state_load_failures.with_label_values(&[reason]);
+        }
+        reload_successful.set(1);
+        reload_success_time.set(crate::provider::unix_now());
+        registry.register(Box::new(state_writes.clone()))?;
+        registry.register(Box::new(state_last_write.clone()))?;
+        registry.register(Box::new(state_load_failures.clone()))?;
+        registry.register(Box::new(state_restored.clone()))?;
+        registry.register(Box::new(retention_gap.clone()))?;
+        registry.register(Box::new(reload_successful.clone()))?;
+        registry.register(Box::new(reload_success_time.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -135,7 +205,58 @@ impl SelfMetrics {
             api_request_duration,
             api_throttled,
             api_errors,
+            api_labels: std::sync::Mutex::new(std::collections::HashSet::new()),
+            state_writes,
+            state_last_write,
+            state_load_failures,
+            state_restored,
+            retention_gap,
+            reload_successful,
+            reload_success_time,
         })
+    }
+
+    /// Counts one API call (and remembers its labels for [`Self::remove_source`]).
+    pub fn api_call(&self, source: &str, endpoint: &'static str, status: &str, seconds: f64) {
+        self.api_request_duration
+            .with_label_values(&[source, endpoint])
+            .observe(seconds);
+        self.api_requests
+            .with_label_values(&[source, endpoint, status])
+            .inc();
+        let mut seen = lock(&self.api_labels);
+        if !seen
+            .iter()
+            .any(|(s, e, st)| s == source && *e == endpoint && st == status)
+        {
+            seen.insert((source.to_string(), endpoint, status.to_string()));
+        }
+    }
+
+    /// Deletes a removed source's series.
+    pub fn remove_source(&self, source: &str) {
+        for result in ["success", "error"] {
+            let _ = self.polls.remove_label_values(&[source, result]);
+        }
+        let _ = self.poll_duration.remove_label_values(&[source]);
+        let _ = self.api_throttled.remove_label_values(&[source]);
+        for reason in ERROR_REASONS {
+            let _ = self.api_errors.remove_label_values(&[source, reason]);
+        }
+        let _ = self.retention_gap.remove_label_values(&[source]);
+        let mut seen = lock(&self.api_labels);
+        seen.retain(|(s, endpoint, status)| {
+            if s != source {
+                return true;
+            }
+            let _ = self
+                .api_requests
+                .remove_label_values(&[source, endpoint, status]);
+            let _ = self
+                .api_request_duration
+                .remove_label_values(&[source, endpoint]);
+            false
+        });
     }
 
     /// Creates a source's series at zero, so `rate()` sees their first increase.
@@ -252,10 +373,7 @@ pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
         .map(|(s, ws)| {
             (
                 s.clone(),
-                ws.iter()
-                    .filter(|w| w.ledger.first_walk_done())
-                    .cloned()
-                    .collect(),
+                ws.iter().filter(|w| w.ledger.visible()).cloned().collect(),
             )
         })
         .collect();
@@ -328,7 +446,7 @@ pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
         header(out, name, kind, help);
         for (s, ws) in &counted {
             for w in ws {
-                w.ledger.with_counts_ref(|c: &WebhookCounts| {
+                w.ledger.with_visible(|c: &WebhookCounts| {
                     for (event, e) in &c.events {
                         let labels = [
                             ("source", &*s.name),
@@ -349,8 +467,15 @@ pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
         "histogram",
         "Time from a delivery's own timestamp to when the exporter counted it.",
     );
-    for (s, _) in &all {
-        let h = lock(&s.ledger.lag).clone();
+    for (s, ws) in &counted {
+        let mut h = Histogram::new(LAG_BUCKETS);
+        for w in ws {
+            w.ledger.with_visible(|c| {
+                if let Some(l) = &c.lag {
+                    h.add(l);
+                }
+            });
+        }
         histogram(
             out,
             "webhook_delivery_lag_seconds",
@@ -368,9 +493,7 @@ pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
     );
     for (s, ws) in &counted {
         for w in ws {
-            let (ok, bad) = w
-                .ledger
-                .with_counts_ref(|c| (c.last_success, c.last_failure));
+            let (ok, bad) = w.ledger.with_visible(|c| (c.last_success, c.last_failure));
             for (outcome, ts) in [("success", ok), ("failure", bad)] {
                 if let Some(ts) = ts {
                     let labels = [
@@ -455,11 +578,14 @@ pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
         "counter",
         "Log entries that could not be understood and were skipped.",
     );
-    for (s, _) in &all {
+    for (s, ws) in &counted {
         let n = s
             .ledger
             .logs_invalid
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + ws.iter()
+                .map(|w| w.ledger.with_visible(|c| c.invalid))
+                .sum::<u64>();
         sample(
             out,
             "webhook_exporter_logs_invalid_total",

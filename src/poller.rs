@@ -3,25 +3,28 @@
 //! Every source has one [`ApiClient`] (its rate limiter is shared by all its
 //! webhooks) and a semaphore bounding how many of its walks run at once. Each
 //! webhook's task walks, records the result in the registry and the
-//! self-metrics, and sleeps a poll interval. Discovery (when the config lists
-//! no webhooks) adds and removes webhook tasks; a failed discovery changes
-//! nothing. Walks are cancelled at page boundaries on shutdown: the ledger is
-//! updated page by page, so a cancelled walk has counted exactly what it read.
+//! self-metrics, takes a checkpoint (counts + cursor, consistent because only
+//! this task changes them) for the state file, and sleeps a poll interval.
+//! Discovery (when the config lists no webhooks) adds and removes webhook
+//! tasks; a failed discovery changes nothing. Walks are cancelled at page
+//! boundaries on shutdown or reload: the ledger is updated page by page, so a
+//! cancelled walk has counted exactly what it read, and its checkpoint says so.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ApiClient, ClientSettings};
-use crate::config::{Config, Global, ProviderConfig, SourceConfig};
-use crate::ledger::{SourceLedger, WebhookLedger, lock};
+use crate::config::{Global, ProviderConfig, SourceConfig};
+use crate::ledger::{SourceLedger, WebhookCounts, WebhookLedger, lock};
 use crate::metrics::SelfMetrics;
 use crate::provider::{self, Discovered, Provider, Sink, Walker, unix_now};
-use crate::registry::{Registry, SourceHandle, WebhookHandle, WebhookInfo};
+use crate::registry::{SourceHandle, WebhookHandle, WebhookInfo, enabled_label};
+use crate::state::{SourceState, WebhookState};
 
 /// A source being polled.
 pub struct SourceRuntime {
@@ -32,6 +35,13 @@ pub struct SourceRuntime {
     semaphore: Arc<Semaphore>,
     metrics: Arc<SelfMetrics>,
     tasks: Mutex<HashMap<Arc<str>, CancellationToken>>,
+    /// Checkpoints restored from the state file (or carried over a reload),
+    /// used when their webhook is (re)created.
+    seeds: Mutex<BTreeMap<String, WebhookState>>,
+    /// Whether counts are shown only once durable (persistence on).
+    durable: bool,
+    /// Wakes the state writer after a checkpoint.
+    dirty: Arc<Notify>,
 }
 
 impl std::fmt::Debug for SourceRuntime {
@@ -42,45 +52,6 @@ impl std::fmt::Debug for SourceRuntime {
     }
 }
 
-/// Builds the runtime of every source of `config` and registers them.
-pub fn build_sources(
-    config: &Config,
-    registry: &Registry,
-    metrics: &Arc<SelfMetrics>,
-) -> Result<Vec<Arc<SourceRuntime>>, reqwest::Error> {
-    let mut out = Vec::with_capacity(config.sources.len());
-    for sc in &config.sources {
-        let client = Arc::new(ApiClient::new(
-            ClientSettings {
-                source: Arc::from(sc.name.as_str()),
-                rate_limit: sc.rate_limit,
-                timeout: config.global.request_timeout,
-                max_body: config.global.max_response_bytes,
-                max_retries: config.global.max_retries,
-            },
-            metrics.clone(),
-        )?);
-        metrics.init_source(&sc.name);
-        let ledger = Arc::new(SourceLedger::new(
-            &sc.name,
-            sc.kind().as_str(),
-            config.global.max_event_values,
-            config.global.max_error_values,
-        ));
-        out.push(Arc::new(SourceRuntime {
-            handle: Arc::new(SourceHandle::new(ledger)),
-            provider: provider::build(&config.global, sc, client),
-            config: sc.clone(),
-            global: config.global.clone(),
-            semaphore: Arc::new(Semaphore::new(sc.concurrency)),
-            metrics: metrics.clone(),
-            tasks: Mutex::new(HashMap::new()),
-        }));
-    }
-    registry.set_sources(out.iter().map(|s| s.handle.clone()).collect());
-    Ok(out)
-}
-
 /// Unbounded list of configured ids, if the config names them.
 fn configured_ids(sc: &SourceConfig) -> Option<&[String]> {
     match &sc.provider {
@@ -89,15 +60,126 @@ fn configured_ids(sc: &SourceConfig) -> Option<&[String]> {
     }
 }
 
+fn info_of(d: &Discovered) -> WebhookInfo {
+    WebhookInfo {
+        name: d.name.clone(),
+        enabled: if d.enabled { "true" } else { "false" },
+        events: d.events.clone(),
+    }
+}
+
+fn unknown_info() -> WebhookInfo {
+    WebhookInfo {
+        enabled: "unknown",
+        ..Default::default()
+    }
+}
+
 impl SourceRuntime {
+    /// Builds a source, seeded from its saved state if any.
+    pub fn new(
+        global: &Global,
+        sc: &SourceConfig,
+        metrics: &Arc<SelfMetrics>,
+        seed: Option<SourceState>,
+        durable: bool,
+        dirty: Arc<Notify>,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let client = Arc::new(ApiClient::new(
+            ClientSettings {
+                source: Arc::from(sc.name.as_str()),
+                rate_limit: sc.rate_limit,
+                timeout: global.request_timeout,
+                max_body: global.max_response_bytes,
+                max_retries: global.max_retries,
+            },
+            metrics.clone(),
+        )?);
+        metrics.init_source(&sc.name);
+        let ledger = Arc::new(SourceLedger::new(
+            &sc.name,
+            sc.kind().as_str(),
+            global.max_event_values,
+            global.max_error_values,
+        ));
+        let seed = seed
+            .filter(|s| s.provider == sc.kind().as_str())
+            .unwrap_or_default();
+        ledger.events.restore(&seed.events, 0);
+        ledger.errors.restore(&seed.errors, 0);
+        Ok(Arc::new(SourceRuntime {
+            handle: Arc::new(SourceHandle::new(ledger)),
+            provider: provider::build(global, sc, client),
+            config: sc.clone(),
+            global: global.clone(),
+            semaphore: Arc::new(Semaphore::new(sc.concurrency)),
+            metrics: metrics.clone(),
+            tasks: Mutex::new(HashMap::new()),
+            seeds: Mutex::new(seed.webhooks),
+            durable,
+            dirty,
+        }))
+    }
+
     /// The registry view of this source.
     pub fn handle(&self) -> &Arc<SourceHandle> {
         &self.handle
     }
 
+    /// The config this runtime was built from.
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    /// The global settings this runtime was built from.
+    pub fn global(&self) -> &Global {
+        &self.global
+    }
+
+    /// Everything to save of this source: every webhook's last checkpoint (or
+    /// its seed, if it has not been walked since the start).
+    pub fn state(&self) -> SourceState {
+        let mut webhooks: BTreeMap<String, WebhookState> = lock(&self.seeds).clone();
+        for w in self.handle.webhooks() {
+            if let Some(c) = w.checkpoint() {
+                webhooks.insert(w.id.to_string(), c);
+            }
+        }
+        SourceState {
+            provider: self.config.kind().as_str().to_string(),
+            events: self
+                .handle
+                .ledger
+                .events
+                .values()
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            errors: self
+                .handle
+                .ledger
+                .errors
+                .values()
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            webhooks,
+        }
+    }
+
+    /// After a durable write of `state`: shows its counts on `/metrics`.
+    pub fn publish(&self, state: &SourceState) {
+        for (id, ws) in &state.webhooks {
+            if let Some(w) = self.handle.webhook(id) {
+                w.ledger.publish(ws.counts.clone(), ws.first_walk_done);
+            }
+        }
+    }
+
     /// Runs discovery once and returns the webhooks to watch with their info.
     /// Configured webhooks are watched even when discovery fails or does not
-    /// list them (then with `enabled="unknown"`).
+    /// list them (then with `enabled="unknown"`); with discovery failing at
+    /// start, webhooks saved in the state file keep being watched.
     async fn discover(&self) -> Option<Vec<(String, WebhookInfo)>> {
         let found = match self.provider.discover().await {
             Ok(list) => {
@@ -110,36 +192,67 @@ impl SourceRuntime {
                 None
             }
         };
-        let info = |d: &Discovered| WebhookInfo {
-            name: d.name.clone(),
-            enabled: if d.enabled { "true" } else { "false" },
-            events: d.events.clone(),
+        let known = |id: &str| -> WebhookInfo {
+            if let Some(w) = self.handle.webhook(id) {
+                return w.info();
+            }
+            match lock(&self.seeds).get(id) {
+                Some(s) => WebhookInfo {
+                    name: s.name.clone(),
+                    enabled: enabled_label(&s.enabled),
+                    events: s.events.clone(),
+                },
+                None => unknown_info(),
+            }
         };
         match (configured_ids(&self.config), found) {
             (Some(ids), found) => Some(
                 ids.iter()
                     .map(|id| {
-                        let known = found.as_ref().and_then(|f| f.iter().find(|d| &d.id == id));
-                        let i = match (known, &found) {
-                            (Some(d), _) => info(d),
-                            (None, Some(_)) => {
+                        let i = match found.as_ref().map(|f| f.iter().find(|d| &d.id == id)) {
+                            Some(Some(d)) => info_of(d),
+                            Some(None) => {
                                 tracing::warn!(source = %self.handle.name, webhook = %id, "configured webhook not found by discovery");
-                                WebhookInfo { enabled: "unknown", ..Default::default() }
+                                unknown_info()
                             }
-                            // Discovery failed: keep what we knew.
-                            (None, None) => self
-                                .handle
-                                .webhook(id)
-                                .map(|w| w.info())
-                                .unwrap_or(WebhookInfo { enabled: "unknown", ..Default::default() }),
+                            None => known(id),
                         };
                         (id.clone(), i)
                     })
                     .collect(),
             ),
-            (None, Some(found)) => Some(found.iter().map(|d| (d.id.clone(), info(d))).collect()),
+            (None, Some(found)) => Some(found.iter().map(|d| (d.id.clone(), info_of(d))).collect()),
+            (None, None) if self.handle.webhooks().is_empty() => {
+                let saved: Vec<String> = lock(&self.seeds).keys().cloned().collect();
+                (!saved.is_empty()).then(|| saved.into_iter().map(|id| (id.clone(), known(&id))).collect())
+            }
             (None, None) => None,
         }
+    }
+
+    /// A handle for `id`, seeded from its saved checkpoint if there is one,
+    /// and its walker.
+    fn create(&self, id: &str, info: WebhookInfo) -> (Arc<WebhookHandle>, Box<dyn Walker>) {
+        let seed = lock(&self.seeds).remove(id);
+        let (ledger, cursor) = match &seed {
+            Some(s) => (
+                WebhookLedger::with_counts(s.counts.clone(), s.first_walk_done, self.durable),
+                Some(s.cursor.clone()),
+            ),
+            None => (
+                WebhookLedger::with_counts(WebhookCounts::default(), false, self.durable),
+                None,
+            ),
+        };
+        let w = Arc::new(WebhookHandle::new(id, info.clone(), ledger));
+        if let Some(s) = seed {
+            w.restore_checkpoint(s);
+        }
+        for ev in &info.events {
+            w.ledger.touch_event(&self.handle.ledger, ev);
+        }
+        self.handle.insert(w.clone());
+        (w, self.provider.walker(id, cursor))
     }
 
     /// Reconciles the watched webhooks with `wanted`: new ones get a task,
@@ -151,8 +264,8 @@ impl SourceRuntime {
         stop: &CancellationToken,
     ) {
         let mut tasks = lock(&self.tasks);
-        let keep: std::collections::HashSet<&str> =
-            wanted.iter().map(|(id, _)| id.as_str()).collect();
+        let keep: std::collections::HashSet<String> =
+            wanted.iter().map(|(id, _)| id.clone()).collect();
         let gone: Vec<Arc<str>> = tasks
             .keys()
             .filter(|id| !keep.contains(&***id))
@@ -173,24 +286,22 @@ impl SourceRuntime {
                 *lock(&w.info) = info;
                 continue;
             }
-            let w = Arc::new(WebhookHandle::new(
-                &id,
-                info.clone(),
-                WebhookLedger::default(),
-            ));
-            for ev in &info.events {
-                w.ledger.touch_event(&self.handle.ledger, ev);
-            }
-            self.handle.insert(w.clone());
-            let walker = self.provider.walker(&id, None);
+            let (w, walker) = self.create(&id, info);
             let token = stop.child_token();
             tasks.insert(w.id.clone(), token.clone());
             let rt = self.clone();
-            let stagger = tasks.len() as u64 % 1000;
-            set.spawn(async move {
-                rt.run_webhook(w, walker, token, Duration::from_millis(stagger))
-                    .await
-            });
+            let stagger = Duration::from_millis(tasks.len() as u64 % 1000);
+            set.spawn(async move { rt.run_webhook(w, walker, token, stagger).await });
+        }
+        // Seeds of webhooks that are gone are forgotten with them.
+        if self
+            .handle
+            .discovery_error
+            .lock()
+            .map(|e| e.is_none())
+            .unwrap_or(false)
+        {
+            lock(&self.seeds).retain(|id, _| keep.contains(id));
         }
     }
 
@@ -211,37 +322,48 @@ impl SourceRuntime {
             .with_label_values(&[name])
             .observe(secs);
         let now = unix_now();
-        let mut st = lock(&w.status);
-        st.last_poll = Some(now);
-        match result {
-            Ok(report) => {
-                self.metrics
-                    .polls
-                    .with_label_values(&[name, "success"])
-                    .inc();
-                st.up = Some(true);
-                st.last_success = Some(now);
-                st.last_error = None;
-                if report.complete && !w.ledger.first_walk_done() {
-                    w.ledger.mark_first_walk_done();
+        {
+            let mut st = lock(&w.status);
+            st.last_poll = Some(now);
+            match &result {
+                Ok(report) => {
+                    self.metrics
+                        .polls
+                        .with_label_values(&[name, "success"])
+                        .inc();
+                    st.up = Some(true);
+                    st.last_success = Some(now);
+                    st.last_error = None;
+                    if report.complete && !w.ledger.first_walk_done() {
+                        w.ledger.mark_first_walk_done();
+                    }
+                    tracing::debug!(
+                        source = name,
+                        webhook = %w.id,
+                        pages = report.pages,
+                        entries = report.entries,
+                        counted = report.counted,
+                        seconds = secs,
+                        "walk done"
+                    );
                 }
-                tracing::debug!(
-                    source = name,
-                    webhook = %w.id,
-                    pages = report.pages,
-                    entries = report.entries,
-                    counted = report.counted,
-                    seconds = secs,
-                    "walk done"
-                );
-            }
-            Err(e) => {
-                self.metrics.polls.with_label_values(&[name, "error"]).inc();
-                st.up = Some(false);
-                st.last_error = Some(e.to_string());
-                tracing::warn!(source = name, webhook = %w.id, error = %e, reason = e.reason(), "walk failed");
+                Err(e) => {
+                    self.metrics.polls.with_label_values(&[name, "error"]).inc();
+                    st.up = Some(false);
+                    st.last_error = Some(e.to_string());
+                    tracing::warn!(source = name, webhook = %w.id, error = %e, reason = e.reason(), "walk failed");
+                }
             }
         }
+        self.checkpoint(w, walker);
+    }
+
+    fn checkpoint(&self, w: &WebhookHandle, walker: &dyn Walker) {
+        w.set_checkpoint(walker.save());
+        if !self.durable {
+            return;
+        }
+        self.dirty.notify_one();
     }
 
     async fn run_webhook(
@@ -254,30 +376,33 @@ impl SourceRuntime {
         if stop
             .run_until_cancelled(tokio::time::sleep(stagger))
             .await
-            .is_none()
+            .is_some()
         {
-            return;
-        }
-        let interval = self.config.poll_interval;
-        loop {
-            if stop
-                .run_until_cancelled(self.walk(&w, walker.as_mut()))
-                .await
-                .is_none()
-            {
-                return;
+            let interval = self.config.poll_interval;
+            loop {
+                if stop
+                    .run_until_cancelled(self.walk(&w, walker.as_mut()))
+                    .await
+                    .is_none()
+                {
+                    break;
+                }
+                if stop
+                    .run_until_cancelled(tokio::time::sleep(interval))
+                    .await
+                    .is_none()
+                {
+                    break;
+                }
             }
-            if stop
-                .run_until_cancelled(tokio::time::sleep(interval))
-                .await
-                .is_none()
-            {
-                return;
-            }
         }
+        // Cancelled, possibly mid-walk at a page boundary: what was counted and
+        // the cursor still agree, so this checkpoint is exact.
+        self.checkpoint(&w, walker.as_ref());
     }
 
-    /// Discovery loop: reconcile now, then every `discovery_interval`.
+    /// Discovery loop: reconcile now, then every `discovery_interval`. Returns
+    /// once every webhook task has stopped and checkpointed.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut set = JoinSet::new();
         'discovery: loop {
@@ -305,16 +430,7 @@ impl SourceRuntime {
         self.handle.mark_discovery_done();
         let mut walks = JoinSet::new();
         for (id, info) in wanted {
-            let w = Arc::new(WebhookHandle::new(
-                &id,
-                info.clone(),
-                WebhookLedger::default(),
-            ));
-            for ev in &info.events {
-                w.ledger.touch_event(&self.handle.ledger, ev);
-            }
-            self.handle.insert(w.clone());
-            let mut walker = self.provider.walker(&id, None);
+            let (w, mut walker) = self.create(&id, info);
             let rt = self.clone();
             walks.spawn(async move { rt.walk(&w, walker.as_mut()).await });
         }

@@ -10,6 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::ledger::{SourceLedger, WebhookLedger, lock};
+use crate::state::WebhookState;
+
+/// The `enabled` label value from saved text.
+pub fn enabled_label(s: &str) -> &'static str {
+    match s {
+        "true" => "true",
+        "false" => "false",
+        _ => "unknown",
+    }
+}
 
 /// What discovery knows of a webhook (`webhook_info`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,6 +56,8 @@ pub struct WebhookHandle {
     pub ledger: WebhookLedger,
     /// Its last poll.
     pub status: Mutex<PollStatus>,
+    /// The last consistent checkpoint (counts + cursor), for the state file.
+    checkpoint: Mutex<Option<WebhookState>>,
 }
 
 impl WebhookHandle {
@@ -56,7 +68,34 @@ impl WebhookHandle {
             info: Mutex::new(info),
             ledger,
             status: Mutex::new(PollStatus::default()),
+            checkpoint: Mutex::new(None),
         }
+    }
+
+    /// Records a checkpoint: the counts as they are now, with `cursor`. Only
+    /// the webhook's own task calls this, between walks, so counts and cursor
+    /// agree.
+    pub fn set_checkpoint(&self, cursor: serde_json::Value) {
+        let info = self.info();
+        let state = WebhookState {
+            counts: self.ledger.snapshot(),
+            first_walk_done: self.ledger.first_walk_done(),
+            cursor,
+            name: info.name,
+            enabled: info.enabled.to_string(),
+            events: info.events,
+        };
+        *lock(&self.checkpoint) = Some(state);
+    }
+
+    /// Installs a checkpoint restored from the state file.
+    pub fn restore_checkpoint(&self, state: WebhookState) {
+        *lock(&self.checkpoint) = Some(state);
+    }
+
+    /// The last checkpoint.
+    pub fn checkpoint(&self) -> Option<WebhookState> {
+        lock(&self.checkpoint).clone()
     }
 
     /// Copy of the poll status.

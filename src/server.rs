@@ -11,8 +11,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{SelfMetrics, render};
@@ -27,7 +28,12 @@ pub struct AppState {
     pub metrics: Arc<SelfMetrics>,
     /// Where `/metrics` lives (`--web.telemetry-path`).
     pub telemetry_path: String,
+    /// Where `POST /-/reload` sends its request (`None`: reload unsupported).
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
 }
+
+/// A reload request, with where to send the result (`None` for SIGHUP).
+pub type ReloadRequest = Option<oneshot::Sender<Result<String, String>>>;
 
 /// The router.
 pub fn router(state: AppState) -> Router {
@@ -36,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/", get(landing))
+        .route("/-/reload", post(reload))
         .with_state(state)
 }
 
@@ -65,6 +72,25 @@ async fn metrics(State(st): State<AppState>) -> Response {
             tracing::error!(error = %e, "rendering /metrics failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
         }
+    }
+}
+
+async fn reload(State(st): State<AppState>) -> Response {
+    let Some(tx) = st.reload else {
+        return (StatusCode::NOT_IMPLEMENTED, "reload is not available\n").into_response();
+    };
+    let (reply, result) = oneshot::channel();
+    if tx.send(Some(reply)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match result.await {
+        Ok(Ok(summary)) => (StatusCode::OK, format!("reloaded: {summary}\n")).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            format!("reload failed, previous configuration kept: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 

@@ -75,14 +75,16 @@ fn spawn_serving(
     std::net::SocketAddr,
     std::sync::mpsc::Receiver<String>,
 ) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--web.listen-address=127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn binary");
-    let stderr = child.stderr.take().expect("stderr");
+    let mut proc = Proc(
+        Command::new(BIN)
+            .args(args)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn binary"),
+    );
+    let stderr = proc.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -100,13 +102,13 @@ fn spawn_serving(
         if let Some(i) = line.find("address=") {
             let addr = line[i + 8..].split([' ', ',', '"']).next().unwrap_or("");
             if let Ok(a) = addr.parse() {
-                return (Proc(child), a, rx);
+                return (proc, a, rx);
             }
         }
         if let Some(i) = line.find("\"address\":\"") {
             let addr = line[i + 11..].split('"').next().unwrap_or("");
             if let Ok(a) = addr.parse() {
-                return (Proc(child), a, rx);
+                return (proc, a, rx);
             }
         }
         seen.push(line);

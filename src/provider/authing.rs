@@ -623,6 +623,29 @@ struct Cursor {
     dedupe: Option<ContentDedupe>,
     order: Option<Order>,
     last_total: Option<u64>,
+    /// Invalid entries already counted (bounded by [`INVALID_MEMORY`]).
+    #[serde(default, with = "key_set")]
+    invalid_seen: HashSet<Key>,
+}
+
+mod key_set {
+    use super::Key;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashSet;
+
+    pub fn serialize<S: Serializer>(set: &HashSet<Key>, s: S) -> Result<S::Ok, S::Error> {
+        set.iter()
+            .map(|k| format!("{k:032x}"))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<Key>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|k| u128::from_str_radix(k, 16).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// Distinct invalid entries remembered, so each is counted once.
@@ -632,7 +655,6 @@ struct AuthingWalker {
     provider: Arc<Authing>,
     webhook: String,
     cursor: Cursor,
-    invalid_seen: HashSet<Key>,
 }
 
 fn last_page(total: u64, limit: u64) -> u64 {
@@ -771,10 +793,10 @@ impl AuthingWalker {
                     Parsed::Ok(e) if *is_new => attempts.push(e.attempt()),
                     Parsed::Ok(_) => {}
                     Parsed::Invalid(k) => {
-                        if self.invalid_seen.len() >= INVALID_MEMORY {
-                            self.invalid_seen.clear();
+                        if self.cursor.invalid_seen.len() >= INVALID_MEMORY {
+                            self.cursor.invalid_seen.clear();
                         }
-                        if self.invalid_seen.insert(*k) {
+                        if self.cursor.invalid_seen.insert(*k) {
                             report.invalid += 1;
                         }
                     }
@@ -801,9 +823,7 @@ impl AuthingWalker {
             page_no = if backward { page_no - 1 } else { page_no + 1 };
         }
         if report.invalid > 0 {
-            sink.source
-                .logs_invalid
-                .fetch_add(report.invalid, std::sync::atomic::Ordering::Relaxed);
+            sink.webhook.record_invalid(report.invalid);
             tracing::warn!(
                 source = p.client.source(),
                 webhook = %self.webhook,
@@ -897,20 +917,27 @@ impl Provider for Arc<Authing> {
     }
 
     fn walker(&self, webhook_id: &str, saved: Option<serde_json::Value>) -> Box<dyn Walker> {
-        let cursor = saved
-            .and_then(|v| match serde_json::from_value::<Cursor>(v) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(webhook = webhook_id, error = %e, "saved cursor unreadable; starting fresh");
-                    None
+        let cursor = match saved {
+            None => Cursor::default(),
+            Some(v) => serde_json::from_value::<Cursor>(v).unwrap_or_else(|e| {
+                // Its counts were restored: counting the lookback again would
+                // count twice. Resume from now and say what may be missed.
+                tracing::error!(
+                    source = self.client.source(),
+                    webhook = webhook_id,
+                    error = %e,
+                    "saved cursor unreadable; resuming from now (logs since the last checkpoint are not counted)"
+                );
+                Cursor {
+                    dedupe: Some(ContentDedupe::first_sight((unix_now() * 1000.0) as i64, 0)),
+                    ..Cursor::default()
                 }
-            })
-            .unwrap_or_default();
+            }),
+        };
         Box::new(AuthingWalker {
             provider: self.clone(),
             webhook: webhook_id.to_string(),
             cursor,
-            invalid_seen: HashSet::new(),
         })
     }
 }

@@ -74,9 +74,40 @@ pub async fn start_exporter(text: &str) -> Running {
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move {
-        webhook_log_exporter::app::run(&config, listener, "/metrics", s).await
+        webhook_log_exporter::app::run(config, None, listener, "/metrics", s).await
     });
     Running { addr, stop, task }
+}
+
+/// Starts the real server reading `path` (so SIGHUP-less `POST /-/reload` re-reads it).
+pub async fn start_exporter_with_file(path: &Path) -> Running {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => panic!("test config invalid: {e}"),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let path = path.to_path_buf();
+    let task = tokio::spawn(async move {
+        webhook_log_exporter::app::run(config, Some(path), listener, "/metrics", s).await
+    });
+    Running { addr, stop, task }
+}
+
+pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let client =
+        webhook_log_exporter::client::http_client(Duration::from_secs(30)).expect("client");
+    match client.post(format!("http://{addr}{path}")).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => panic!("POST {path}: {e}"),
+    }
 }
 
 pub async fn start_sim(cfg: SimConfig) -> Sim {

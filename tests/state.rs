@@ -1,0 +1,415 @@
+//! Durable state and reload: restarts (clean and `kill -9`) neither reset nor
+//! double-count, corrupt files are set aside, reloads keep counters.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::Rng;
+use webhook_log_exporter::sim::{Sim, SimConfig, SimWebhook};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webhook-log-exporter");
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The log lines of a spawned exporter: those before it served, and the rest.
+struct Logs {
+    startup: Vec<String>,
+    rest: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts the binary on an ephemeral port; returns it, its address and its log lines.
+fn spawn(config: &Path) -> (Proc, std::net::SocketAddr, Logs) {
+    let mut proc = Proc(
+        Command::new(BIN)
+            .arg("--config.file")
+            .arg(config)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn binary"),
+    );
+    let stderr = proc.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            break;
+        };
+        if let Some(i) = line.find("address=") {
+            if let Ok(a) = line[i + 8..].split(' ').next().unwrap_or("").parse() {
+                return (
+                    proc,
+                    a,
+                    Logs {
+                        startup: seen,
+                        rest: rx,
+                    },
+                );
+            }
+        }
+        seen.push(line);
+    }
+    panic!("exporter did not start: {seen:#?}");
+}
+
+fn drain(logs: &Logs) -> String {
+    let mut s = logs.startup.join("\n");
+    s.push('\n');
+    while let Ok(l) = logs.rest.recv_timeout(Duration::from_millis(300)) {
+        s.push_str(&l);
+        s.push('\n');
+    }
+    s
+}
+
+/// Every counter-like sample (`_total`, `_bucket`, `_count`, `_sum` of delivery families).
+fn counters(m: &Metrics) -> BTreeMap<String, f64> {
+    m.samples
+        .iter()
+        .filter(|((name, _), _)| {
+            name.starts_with("webhook_deliver") || name.starts_with("webhook_request")
+        })
+        .filter(|((name, _), _)| {
+            name.ends_with("_total")
+                || name.ends_with("_bucket")
+                || name.ends_with("_count")
+                || name.ends_with("_sum")
+        })
+        .map(|((name, labels), v)| (format!("{name}{labels:?}"), *v))
+        .collect()
+}
+
+fn assert_monotonic(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, when: &str) {
+    for (series, v) in before {
+        let now = after.get(series).copied();
+        assert!(
+            now.is_some_and(|n| n >= *v),
+            "{when}: {series} went from {v} to {now:?} — Prometheus would see a reset or a gap"
+        );
+    }
+}
+
+fn sim_config() -> SimConfig {
+    SimConfig {
+        rate_per_webhook: 15.0,
+        failure_ratio: 0.3,
+        ..SimConfig::default()
+    }
+}
+
+fn config_file(dir: &Path, sim: &Sim, state: &Path) -> std::path::PathBuf {
+    let text = format!(
+        "global:\n  poll_interval: 200ms\n  overlap: 2s\n  max_error_values: 1000\n  state_file: {}\nsources:\n{}",
+        state.display(),
+        authing_source(
+            "a",
+            sim,
+            "    page_size: 8\n    rate_limit: {requests_per_second: 200, burst: 50}\n"
+        )
+    );
+    let p = dir.join("config.yml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_never_resets_and_ends_exact() {
+    let sim = start_sim(sim_config()).await;
+    for i in 0..3 {
+        sim.generate(i, 40);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    let cfg = config_file(dir.path(), &sim, &state);
+    let mut last = BTreeMap::new();
+    let mut rng = rand::rng();
+    for round in 0..8 {
+        let (mut proc, addr, _logs) = spawn(&cfg);
+        // Right after the restart, before any new walk: never lower than before.
+        let first = scrape(addr).await;
+        assert_monotonic(&last, &counters(&first), &format!("restart {round}"));
+        let wait = Duration::from_millis(rng.random_range(150..1500));
+        let deadline = Instant::now() + wait;
+        let mut seen = counters(&first);
+        while Instant::now() < deadline {
+            let m = counters(&scrape(addr).await);
+            assert_monotonic(&seen, &m, &format!("round {round}"));
+            seen = m;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = proc.0.kill(); // SIGKILL: no flush, no goodbye.
+        let _ = proc.0.wait();
+        last = seen;
+    }
+    sim.set_rate(0.0);
+    let (_proc, addr, _logs) = spawn(&cfg);
+    assert_monotonic(&last, &counters(&scrape(addr).await), "final restart");
+    let m = wait_for_truth(addr, &sim, "a", Duration::from_secs(30)).await;
+    assert!(sim.total() > 200, "real volume: {}", sim.total());
+    assert_eq!(m.sum("webhook_exporter_state_restored", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_restart_continues_counters_exactly() {
+    let sim = start_sim(SimConfig::default()).await;
+    sim.generate(0, 30);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    let cfg = config_file(dir.path(), &sim, &state);
+    let (mut proc, addr, _logs) = spawn(&cfg);
+    let before = wait_for_truth(addr, &sim, "a", Duration::from_secs(15)).await;
+    Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(proc.0.wait().expect("wait").success());
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("state written")).expect("json");
+    assert_eq!(saved["version"], 1);
+    sim.generate(0, 12);
+    sim.generate(1, 5);
+    let (_proc, addr, _logs) = spawn(&cfg);
+    assert_monotonic(
+        &counters(&before),
+        &counters(&scrape(addr).await),
+        "restart",
+    );
+    wait_for_truth(addr, &sim, "a", Duration::from_secs(15)).await;
+}
+
+async fn bad_state_file_is_set_aside(content: &[u8], reason: &str) {
+    let sim = start_sim(SimConfig::default()).await;
+    sim.generate(0, 9);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, content).expect("write bad state");
+    let cfg = config_file(dir.path(), &sim, &state);
+    let (_proc, addr, logs) = spawn(&cfg);
+    let m = wait_for_truth(addr, &sim, "a", Duration::from_secs(15)).await;
+    assert_eq!(
+        m.sum(
+            "webhook_exporter_state_load_failures_total",
+            &[("reason", reason)]
+        ),
+        1.0
+    );
+    assert_eq!(m.sum("webhook_exporter_state_restored", &[]), 0.0);
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the bad file is kept aside");
+    assert_eq!(
+        std::fs::read(aside[0].path()).expect("read"),
+        content,
+        "kept as it was"
+    );
+    wait_for(Duration::from_secs(10), "a fresh state file", || async {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(|v| v["version"] == 1)
+            .map(|_| ())
+    })
+    .await;
+    let logs = drain(&logs);
+    assert!(logs.contains("set aside"), "a clear log line: {logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_state_file_is_set_aside_and_counting_starts_fresh() {
+    bad_state_file_is_set_aside(
+        b"{\"version\":1,\"written_at\":17000,\"sources\":{\"a\":{\"prov",
+        "corrupt",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_file_of_another_version_is_set_aside() {
+    bad_state_file_is_set_aside(b"{\"version\":7,\"sources\":[]}", "version").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_state_file_is_reported_and_counting_goes_on() {
+    let sim = start_sim(SimConfig::default()).await;
+    sim.generate(0, 9);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("no-such-dir").join("state.json");
+    let cfg = config_file(dir.path(), &sim, &state);
+    let (_proc, addr, logs) = spawn(&cfg);
+    let m = wait_for_truth(addr, &sim, "a", Duration::from_secs(15)).await;
+    assert!(
+        m.sum(
+            "webhook_exporter_state_writes_total",
+            &[("result", "error")]
+        ) >= 1.0
+    );
+    assert!(drain(&logs).contains("cannot write the state file"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_removes_keeps_and_rejects_invalid_configs() {
+    let hooks = |p: &str| {
+        (1..=2)
+            .map(|i| SimWebhook {
+                id: format!("{p}{i}"),
+                name: String::new(),
+                enabled: true,
+                events: vec!["e".into()],
+            })
+            .collect::<Vec<_>>()
+    };
+    let sa = start_sim(SimConfig {
+        webhooks: hooks("a"),
+        ..SimConfig::default()
+    })
+    .await;
+    let sb = start_sim(SimConfig {
+        webhooks: hooks("b"),
+        ..SimConfig::default()
+    })
+    .await;
+    let sc = start_sim(SimConfig {
+        webhooks: hooks("c"),
+        ..SimConfig::default()
+    })
+    .await;
+    for s in [&sa, &sb, &sc] {
+        s.generate(0, 11);
+        s.generate(1, 7);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yml");
+    let global = "  poll_interval: 200ms\n  max_error_values: 1000\n";
+    let write =
+        |sources: &[String]| std::fs::write(&path, config_text(global, sources)).expect("write");
+    write(&[authing_source("a", &sa, ""), authing_source("b", &sb, "")]);
+    let exp = start_exporter_with_file(&path).await;
+    wait_for_truth(exp.addr, &sb, "b", Duration::from_secs(15)).await;
+    let before = wait_for_truth(exp.addr, &sa, "a", Duration::from_secs(15)).await;
+    let only_a = |m: &Metrics| -> BTreeMap<String, f64> {
+        counters(m)
+            .into_iter()
+            .filter(|(k, _)| k.contains("(\"source\", \"a\")"))
+            .collect()
+    };
+    assert!(!only_a(&before).is_empty());
+
+    // Keep a, change nothing in it; drop b; add c.
+    write(&[authing_source("a", &sa, ""), authing_source("c", &sc, "")]);
+    let (status, body) = post(exp.addr, "/-/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("1 added, 0 changed, 1 unchanged, 1 removed"),
+        "{body}"
+    );
+    let m = wait_for_truth(exp.addr, &sc, "c", Duration::from_secs(15)).await;
+    assert!(
+        !m.has("webhook_deliveries_total", &[("source", "b")]),
+        "removed source's series disappear"
+    );
+    assert!(!m.has("webhook_exporter_polls_total", &[("source", "b")]));
+    assert_monotonic(
+        &only_a(&before),
+        &only_a(&m),
+        "reload keeps an unchanged source's counters",
+    );
+    assert_eq!(
+        m.sum("webhook_exporter_config_last_reload_successful", &[]),
+        1.0
+    );
+
+    // A changed source restarts with its counters and cursors: nothing counted twice.
+    write(&[
+        authing_source("a", &sa, "    page_size: 3\n"),
+        authing_source("c", &sc, ""),
+    ]);
+    let (status, body) = post(exp.addr, "/-/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("0 added, 1 changed, 1 unchanged, 0 removed"),
+        "{body}"
+    );
+    sa.generate(0, 4);
+    wait_for_truth(exp.addr, &sa, "a", Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        exporter_counts(&scrape(exp.addr).await, "a"),
+        sa.truth(),
+        "a changed source never recounts"
+    );
+
+    // An invalid config is rejected; the old one keeps running.
+    std::fs::write(&path, "global:\n  poll_interval: fast\nsources: []\n").expect("write");
+    let (status, body) = post(exp.addr, "/-/reload").await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("config.yml:2:") && body.contains("global.poll_interval"),
+        "{body}"
+    );
+    let m = scrape(exp.addr).await;
+    assert_eq!(
+        m.sum("webhook_exporter_config_last_reload_successful", &[]),
+        0.0
+    );
+    sc.generate(1, 3);
+    wait_for_truth(exp.addr, &sc, "c", Duration::from_secs(15)).await;
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_binary() {
+    let sa = start_sim(SimConfig::default()).await;
+    let sb = start_sim(SimConfig::default()).await;
+    sa.generate(0, 5);
+    sb.generate(0, 6);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yml");
+    std::fs::write(
+        &path,
+        config_text("  poll_interval: 200ms\n", &[authing_source("a", &sa, "")]),
+    )
+    .expect("write");
+    let (proc, addr, _logs) = spawn(&path);
+    wait_for_truth(addr, &sa, "a", Duration::from_secs(15)).await;
+    let text = config_text(
+        "  poll_interval: 200ms\n",
+        &[authing_source("a", &sa, ""), authing_source("b", &sb, "")],
+    );
+    std::fs::write(&path, text).expect("write");
+    Command::new("kill")
+        .args(["-HUP", &proc.0.id().to_string()])
+        .status()
+        .expect("kill");
+    wait_for_truth(addr, &sb, "b", Duration::from_secs(15)).await;
+    wait_for_truth(addr, &sa, "a", Duration::from_secs(15)).await;
+}
