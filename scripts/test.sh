@@ -7,9 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for bin in promtool amtool prometheus alertmanager; do
+for bin in promtool amtool prometheus; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
+# Debian installs Alertmanager as prometheus-alertmanager.
+command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
+  || missing+=(alertmanager)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing prometheus and prometheus-alertmanager (missing: ${missing[*]})" >&2
