@@ -29,6 +29,7 @@
 //! anything the walk has seen are left to the next poll, and keys already seen
 //! are merged by maximum rather than added.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -304,6 +305,25 @@ pub struct Attempt<'a> {
     pub ts: f64,
 }
 
+/// Longest `event` label value, in characters.
+pub const MAX_EVENT_LEN: usize = 128;
+
+/// An event name as a label value: control characters become spaces and the
+/// value is cut to [`MAX_EVENT_LEN`] characters (event names come from the
+/// provider: a 10 kB name must not become a 10 kB label). Quotes and
+/// backslashes stay; the renderer escapes them.
+pub fn sanitize_event(raw: &str) -> Cow<'_, str> {
+    if raw.len() <= MAX_EVENT_LEN && !raw.chars().any(char::is_control) {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(
+        raw.chars()
+            .take(MAX_EVENT_LEN)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
+    )
+}
+
 /// The counts of one webhook, plus whether its first walk is complete.
 ///
 /// With persistence on, walks update the live counts and `/metrics` shows the
@@ -391,7 +411,7 @@ impl WebhookLedger {
         if let Some(v) = cache.get(raw) {
             return v.clone();
         }
-        let v = src.events.admit(raw);
+        let v = src.events.admit(&sanitize_event(raw));
         // Folded values are not cached, so every folded attempt is counted as overflow.
         if &*v != OTHER {
             cache.insert(raw.into(), v.clone());
@@ -596,6 +616,13 @@ impl ContentDedupe {
         let mut out = vec![false; drop];
         out.reserve(page.len() - drop);
         let mut local: HashMap<Key, u32> = HashMap::with_capacity(page.len() - drop);
+        // Identical entries sit side by side in the list, so copies of one key
+        // can straddle at most the boundary with the previous page.
+        let on_prev_page: std::collections::HashSet<Key> = if aligned {
+            walk.prev_page.iter().copied().collect()
+        } else {
+            Default::default()
+        };
         for (key, ts) in &page[drop..] {
             let Some(ts) = *ts else {
                 out.push(false);
@@ -611,9 +638,10 @@ impl ContentDedupe {
             let before = walk.occurrences.get(key).copied().unwrap_or(0);
             // A key this walk has not met is new to it. A key it has met is
             // another copy only when the page is known to continue where the
-            // previous one ended; otherwise the page reaches back over entries
-            // already read, and its copies merge by maximum.
-            let occurrence = if before == 0 || aligned {
+            // previous one ended and the key was on that page; otherwise the
+            // page reaches back over entries already read (drift larger than a
+            // page), and its copies merge by maximum.
+            let occurrence = if before == 0 || (aligned && on_prev_page.contains(key)) {
                 before + 1
             } else {
                 *n
@@ -767,6 +795,31 @@ mod tests {
         assert_eq!(align(&[1, 2, 3], &[2, 3, 4], Some(1)), Align::Known(2));
         // A zero prediction with an overlap: duplicates or hidden drift.
         assert_eq!(align(&[1, 2, 3], &[3, 4, 5], Some(0)), Align::Ambiguous(1));
+    }
+
+    #[test]
+    fn a_page_continuing_a_page_of_new_logs_does_not_recount_older_ones() {
+        // Page 1 is read; five new logs push everything down; page 2 holds only
+        // new logs (skipped); page 3 continues page 2 and then repeats page 1.
+        let mut d = ContentDedupe::first_sight(1_000, 1_000);
+        let mut w = d.begin_walk(100);
+        let p1 = page(&[(1, 500), (2, 490), (3, 480), (4, 470), (5, 460)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p1, Align::Unknown)), 5);
+        let p2 = page(&[(15, 950), (14, 940), (13, 930), (12, 920), (11, 910)]);
+        assert_eq!(count(&d.observe_page(&mut w, &p2, Align::Known(0))), 0);
+        let prev: Vec<Key> = w.prev_page().to_vec();
+        let next = [12, 11, 1, 2, 3];
+        let p3 = page(&[(12, 920), (11, 910), (1, 500), (2, 490), (3, 480)]);
+        let al = align(&prev, &next, Some(3));
+        assert_eq!(al, Align::Known(2));
+        assert_eq!(
+            count(&d.observe_page(&mut w, &p3, al)),
+            0,
+            "page 1's logs are not counted twice"
+        );
+        let p4 = page(&[(4, 470), (5, 460), (6, 450)]);
+        let al = align(&next, &[4, 5, 6], Some(0));
+        assert_eq!(count(&d.observe_page(&mut w, &p4, al)), 1);
     }
 
     #[test]

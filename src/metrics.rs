@@ -285,6 +285,19 @@ pub fn render(registry: &Registry, self_metrics: &SelfMetrics) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 * 1024);
     self_metrics.encode(&mut out);
     let mut text = String::with_capacity(64 * 1024);
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        header(
+            &mut text,
+            "webhook_exporter_tasks",
+            "gauge",
+            "Tasks alive in the exporter's runtime (bounded by webhooks).",
+        );
+        let _ = writeln!(
+            text,
+            "webhook_exporter_tasks {}",
+            handle.metrics().num_alive_tasks()
+        );
+    }
     render_ledger(&registry.sources(), &mut text);
     out.extend_from_slice(text.as_bytes());
     out

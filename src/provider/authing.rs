@@ -802,6 +802,17 @@ impl AuthingWalker {
                     }
                 }
             }
+            tracing::trace!(
+                webhook = %self.webhook,
+                page_no,
+                total,
+                alignment = ?alignment,
+                counted = attempts.len(),
+                first_ms = keys.first().and_then(|k| k.1),
+                last_ms = keys.last().and_then(|k| k.1),
+                bound = walk.bound_ms,
+                "page observed"
+            );
             sink.webhook
                 .record_attempts(sink.source, &attempts, lag_now);
             report.entries += entries.len() as u64;

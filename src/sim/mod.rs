@@ -76,6 +76,8 @@ pub struct SimConfig {
     pub access_key_secret: String,
     /// Random seed (runs are reproducible for a given request sequence).
     pub seed: u64,
+    /// Error messages of failed deliveries; empty: a realistic built-in mix.
+    pub error_messages: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -101,6 +103,7 @@ impl Default for SimConfig {
             access_key_id: "sim-access-key-id".into(),
             access_key_secret: "sim-access-key-secret-DO-NOT-LEAK".into(),
             seed: 1,
+            error_messages: Vec::new(),
         }
     }
 }
@@ -122,6 +125,35 @@ pub enum Fault {
     Huge(usize),
     /// Revoke every token, then answer normally (the token is then refused).
     RevokeTokens,
+    /// Send half the answer, then stall for this long before the rest.
+    SlowBody(Duration),
+    /// Send half the answer, then break the connection.
+    Reset,
+    /// Valid JSON of the wrong shape (`totalCount` a string, `list` an object).
+    WrongTypes,
+    /// A success envelope without `data`.
+    MissingData,
+}
+
+impl Fault {
+    /// A short name, for counting what was served.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Status(429, Some(_)) => "429_retry_after",
+            Fault::Status(429, None) => "429",
+            Fault::Status(_, _) => "http_status",
+            Fault::BodyStatus(_) => "body_status",
+            Fault::Delay(_) => "delay",
+            Fault::Truncated => "truncated",
+            Fault::Html => "html",
+            Fault::Huge(_) => "huge",
+            Fault::RevokeTokens => "revoke",
+            Fault::SlowBody(_) => "slow_body",
+            Fault::Reset => "reset",
+            Fault::WrongTypes => "wrong_types",
+            Fault::MissingData => "missing_data",
+        }
+    }
 }
 
 /// One generated log entry (the truth).
@@ -228,6 +260,8 @@ struct SimState {
     tokens: HashMap<String, Instant>,
     faults: VecDeque<(Option<&'static str>, Fault)>,
     faults_served: Vec<Instant>,
+    served_by_kind: BTreeMap<&'static str, u64>,
+    random_faults: Option<(f64, Vec<Fault>)>,
     requests: Vec<(Instant, &'static str)>,
     drift_per_page: usize,
     duplicate_next: bool,
@@ -294,7 +328,16 @@ impl SimState {
                 error: None,
                 payload_id: self.next_payload,
             };
-            if fail {
+            if fail && !self.cfg.error_messages.is_empty() {
+                e.success = false;
+                let i = self.rng.random_range(0..self.cfg.error_messages.len());
+                e.error = Some(self.cfg.error_messages[i].clone());
+                e.status = if self.rng.random_bool(0.5) {
+                    Some(500)
+                } else {
+                    None
+                };
+            } else if fail {
                 e.success = false;
                 match self.rng.random_range(0..6) {
                     0 => {
@@ -380,9 +423,22 @@ impl SimState {
         let i = self
             .faults
             .iter()
-            .position(|(ep, _)| ep.is_none_or(|e| e == endpoint))?;
+            .position(|(ep, _)| ep.is_none_or(|e| e == endpoint));
+        let fault = match i {
+            Some(i) => self.faults.remove(i).map(|(_, f)| f),
+            None => match &self.random_faults {
+                Some((p, kinds))
+                    if !kinds.is_empty() && self.rng.random_bool(p.clamp(0.0, 1.0)) =>
+                {
+                    let k = self.rng.random_range(0..kinds.len());
+                    Some(kinds[k].clone())
+                }
+                _ => None,
+            },
+        }?;
         self.faults_served.push(Instant::now());
-        self.faults.remove(i).map(|(_, f)| f)
+        *self.served_by_kind.entry(fault.kind()).or_insert(0) += 1;
+        Some(fault)
     }
 
     fn token_valid(&self, headers: &HeaderMap) -> bool {
@@ -414,6 +470,8 @@ impl Sim {
             tokens: HashMap::new(),
             faults: VecDeque::new(),
             faults_served: Vec::new(),
+            served_by_kind: BTreeMap::new(),
+            random_faults: None,
             requests: Vec::new(),
             drift_per_page: 0,
             duplicate_next: false,
@@ -514,6 +572,17 @@ impl Sim {
     /// Faults still queued.
     pub fn faults_pending(&self) -> usize {
         lock(&self.state).faults.len()
+    }
+
+    /// From now on, each request gets a fault drawn from `kinds` with
+    /// probability `p` (`p = 0` stops it). Queued faults come first.
+    pub fn set_random_faults(&self, p: f64, kinds: Vec<Fault>) {
+        lock(&self.state).random_faults = (p > 0.0).then_some((p, kinds));
+    }
+
+    /// Faults served so far, by [`Fault::kind`].
+    pub fn faults_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.state).served_by_kind.clone()
     }
 
     /// When each queued fault was served.
@@ -624,7 +693,7 @@ async fn apply_fault(
         }
         Some(Fault::Truncated) => {
             let text = normal().to_string();
-            let half = text.len() / 2;
+            let half = char_boundary(&text, text.len() / 2);
             Err((
                 StatusCode::OK,
                 [("content-type", "application/json")],
@@ -648,7 +717,56 @@ async fn apply_fault(
             lock(state).tokens.clear();
             Ok(normal())
         }
+        Some(Fault::SlowBody(stall)) => Err(split_body(normal().to_string(), Some(stall))),
+        Some(Fault::Reset) => Err(split_body(normal().to_string(), None)),
+        Some(Fault::WrongTypes) => Err(Json(json!({"statusCode": 200, "message": "",
+            "data": {"totalCount": "many", "list": {"0": {"eventName": 5}}}}))
+        .into_response()),
+        Some(Fault::MissingData) => {
+            Err(Json(json!({"statusCode": 200, "message": "ok"})).into_response())
+        }
     }
+}
+
+/// The largest char boundary of `s` at or before `i`.
+fn char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// A 200 answer that sends the first half of `text`, then either stalls for
+/// `stall` before the rest, or (with `None`) breaks the connection.
+fn split_body(text: String, stall: Option<Duration>) -> Response {
+    use axum::body::{Body, Bytes};
+    let half = char_boundary(&text, text.len() / 2);
+    let (first, rest) = (
+        Bytes::from(text[..half].to_string()),
+        Bytes::from(text[half..].to_string()),
+    );
+    let stream = futures_util::stream::unfold(0u8, move |step| {
+        let (first, rest) = (first.clone(), rest.clone());
+        async move {
+            match step {
+                0 => Some((Ok::<Bytes, std::io::Error>(first), 1)),
+                1 => match stall {
+                    Some(d) => {
+                        tokio::time::sleep(d).await;
+                        Some((Ok(rest), 2))
+                    }
+                    None => Some((Err(std::io::Error::other("simulated connection reset")), 2)),
+                },
+                _ => None,
+            }
+        }
+    });
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -731,6 +849,13 @@ async fn list_webhooks(
         st.requests.push((Instant::now(), "list-webhooks"));
         let n = st.requests.len();
         if !st.token_valid(&headers) {
+            *st.served_by_kind
+                .entry(if n % 2 == 0 {
+                    "unauthorized_http"
+                } else {
+                    "unauthorized_body"
+                })
+                .or_insert(0) += 1;
             return unauthorized(n);
         }
         st.take_fault("list-webhooks")
@@ -788,6 +913,13 @@ async fn webhook_logs(
         st.requests.push((Instant::now(), "get-webhook-logs"));
         let n = st.requests.len();
         if !st.token_valid(&headers) {
+            *st.served_by_kind
+                .entry(if n % 2 == 0 {
+                    "unauthorized_http"
+                } else {
+                    "unauthorized_body"
+                })
+                .or_insert(0) += 1;
             return unauthorized(n);
         }
         st.take_fault("get-webhook-logs")

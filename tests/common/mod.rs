@@ -318,9 +318,19 @@ pub async fn wait_for_truth(
         if Instant::now() > deadline {
             let total_got: u64 = got.values().map(|t| t.deliveries).sum();
             let total_want: u64 = want.values().map(|t| t.deliveries).sum();
+            let diff: Vec<String> = want
+                .iter()
+                .filter(|(k, w)| got.get(*k) != Some(*w))
+                .map(|(k, w)| format!("{k:?}: got {:?}, want {w:?}", got.get(k)))
+                .chain(
+                    got.keys()
+                        .filter(|k| !want.contains_key(*k))
+                        .map(|k| format!("{k:?}: unexpected")),
+                )
+                .collect();
             panic!(
-                "exporter never matched the truth: {total_got} deliveries counted, {total_want} happened\n\
-                 got:  {got:#?}\nwant: {want:#?}"
+                "exporter never matched the truth: {total_got} deliveries counted, {total_want} happened\n{}",
+                diff.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
