@@ -44,10 +44,11 @@ impl LogLevel {
 /// Installs the global subscriber, writing to stderr.
 pub fn init(level: LogLevel, format: LogFormat) {
     // Our own crate at the chosen level; libraries only when they warn.
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,webhook_log_exporter={}",
-        std::env::var("WLE_LOG_OVERRIDE").unwrap_or_else(|_| level.as_str().to_string())
-    ));
+    // WLE_LOG_FILTER (tracing's filter syntax, e.g. `webhook_log_exporter=trace`)
+    // replaces this for debugging; it never changes what is redacted.
+    let directives = std::env::var("WLE_LOG_FILTER")
+        .unwrap_or_else(|_| format!("warn,webhook_log_exporter={}", level.as_str()));
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
