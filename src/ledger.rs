@@ -426,6 +426,19 @@ impl WebhookLedger {
         lock(&self.counts).events.entry(label).or_default();
     }
 
+    /// Makes sure `webhook_requests_total` exists at zero for each of
+    /// `statuses` of (webhook, event), so alert rules see the first one.
+    pub fn touch_requests(&self, src: &SourceLedger, raw_event: &str, statuses: &[&str]) {
+        let label = self.event_label(src, raw_event);
+        let mut c = lock(&self.counts);
+        let e = c.events.entry(label).or_default();
+        for s in statuses {
+            if !e.requests.contains_key(*s) {
+                e.requests.insert(Arc::from(*s), 0);
+            }
+        }
+    }
+
     fn error_label(&self, src: &SourceLedger, a: &Attempt<'_>) -> Arc<str> {
         let raw = a.error.unwrap_or("");
         let mut cache = lock(&self.error_labels);

@@ -7,6 +7,7 @@
 //! [`build`].
 
 pub mod authing;
+pub mod bird;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -110,38 +111,12 @@ pub fn build(global: &Global, source: &SourceConfig, client: Arc<ApiClient>) -> 
             client,
             settings,
         ))),
-        ProviderConfig::Bird(_) => Arc::new(Unsupported),
-    }
-}
-
-/// A provider this build cannot poll yet: every call reports an API error.
-struct Unsupported;
-
-impl Provider for Unsupported {
-    fn discover(&self) -> BoxFuture<'_, Result<Vec<Discovered>, ApiError>> {
-        Box::pin(async {
-            Err(ApiError::Api {
-                code: 501,
-                message: "provider not implemented yet".into(),
-            })
-        })
-    }
-    fn walker(&self, _: &str, _: Option<serde_json::Value>) -> Box<dyn Walker> {
-        Box::new(Unsupported)
-    }
-}
-
-impl Walker for Unsupported {
-    fn walk<'a>(&'a mut self, _: Sink<'a>) -> BoxFuture<'a, Result<WalkReport, ApiError>> {
-        Box::pin(async {
-            Err(ApiError::Api {
-                code: 501,
-                message: "provider not implemented yet".into(),
-            })
-        })
-    }
-    fn save(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        ProviderConfig::Bird(cfg) => Arc::new(Arc::new(bird::Bird::new(
+            source,
+            cfg.clone(),
+            client,
+            settings,
+        ))),
     }
 }
 
