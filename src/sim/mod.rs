@@ -12,6 +12,8 @@
 //! The simulator knows the truth: every entry it ever generated, so a test (or
 //! the demo) can compare the exporter's counters with what really happened.
 
+pub mod bird;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
