@@ -550,12 +550,23 @@ mod seen_serde {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::HashMap;
 
+    /// A key as its 32 lowercase hex digits (`{:032x}`), formatted on the
+    /// stack: a checkpoint after every walk writes every key of the window.
+    struct Hex(Key);
+
+    impl Serialize for Hex {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut buf = [0u8; 32];
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = DIGITS[((self.0 >> (124 - 4 * i)) & 0xf) as usize];
+            }
+            s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+        }
+    }
+
     pub fn serialize<S: Serializer>(m: &HashMap<Key, (i64, u32)>, s: S) -> Result<S::Ok, S::Error> {
-        let v: Vec<(String, i64, u32)> = m
-            .iter()
-            .map(|(k, (t, c))| (format!("{k:032x}"), *t, *c))
-            .collect();
-        v.serialize(s)
+        s.collect_seq(m.iter().map(|(k, (t, c))| (Hex(*k), *t, *c)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
@@ -783,6 +794,28 @@ mod tests {
         let json = serde_json::to_string(&c).expect("serializes");
         let back: WebhookCounts = serde_json::from_str(&json).expect("deserializes");
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn dedupe_window_saves_keys_as_hex_and_restores_them() {
+        let mut d = ContentDedupe::first_sight(1_000, 1_000);
+        let mut w = d.begin_walk(100);
+        let keys = [u128::MAX, 0, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210];
+        let p: Vec<(Key, Option<i64>)> = keys.iter().map(|k| (*k, Some(900))).collect();
+        d.observe_page(&mut w, &p, Align::Unknown);
+        let v = serde_json::to_value(&d).expect("serializes");
+        let mut saved: Vec<String> = v["seen"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|e| e[0].as_str().expect("hex").to_string())
+            .collect();
+        saved.sort();
+        let mut want: Vec<String> = keys.iter().map(|k| format!("{k:032x}")).collect();
+        want.sort();
+        assert_eq!(saved, want);
+        let back: ContentDedupe = serde_json::from_value(v).expect("deserializes");
+        assert_eq!(back.seen, d.seen);
     }
 
     #[test]
