@@ -28,6 +28,13 @@
 //! shifted that it reaches above the walk's position, entries newer than
 //! anything the walk has seen are left to the next poll, and keys already seen
 //! are merged by maximum rather than added.
+//!
+//! Known limits (randomized model tests in `tests/properties.rs`): a run of
+//! byte-identical entries that drifts across a page boundary while expiries
+//! hide the inserts from `totalCount` can be counted one copy short; and in an
+//! oldest-first list, expiries at its head *during* a walk are only exact
+//! without equal timestamps around the page boundary. Both need identical or
+//! same-millisecond entries exactly at a page boundary at the moment of drift.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -639,13 +646,16 @@ impl ContentDedupe {
         };
         let mut out = vec![false; drop];
         out.reserve(page.len() - drop);
-        let mut local: HashMap<Key, u32> = HashMap::with_capacity(page.len() - drop);
-        // Identical entries sit side by side in the list, so copies of one key
-        // can straddle at most the boundary with the previous page.
-        let on_prev_page: std::collections::HashSet<Key> = if aligned {
-            walk.prev_page.iter().copied().collect()
+        // Occurrence of each key within the contiguous stretch of the list read
+        // so far: identical entries sit side by side, so the n-th copy of a key
+        // in a stretch is its n-th copy in the list. An aligned page extends the
+        // stretch (carrying the counts of the keys on the previous page); any
+        // other page starts a new one, which may repeat entries already read,
+        // and then only copies beyond those counted before are new.
+        let mut stretch: HashMap<Key, u32> = if !first && aligned {
+            std::mem::take(&mut walk.prev_occurrences)
         } else {
-            Default::default()
+            HashMap::with_capacity(page.len())
         };
         for (key, ts) in &page[drop..] {
             let Some(ts) = *ts else {
@@ -657,20 +667,9 @@ impl ContentDedupe {
                 out.push(false);
                 continue;
             }
-            let n = local.entry(*key).or_insert(0);
+            let n = stretch.entry(*key).or_insert(0);
             *n += 1;
-            let before = walk.occurrences.get(key).copied().unwrap_or(0);
-            // A key this walk has not met is new to it. A key it has met is
-            // another copy only when the page is known to continue where the
-            // previous one ended and the key was on that page; otherwise the
-            // page reaches back over entries already read (drift larger than a
-            // page), and its copies merge by maximum.
-            let occurrence = if before == 0 || (aligned && on_prev_page.contains(key)) {
-                before + 1
-            } else {
-                *n
-            };
-            walk.occurrences.insert(*key, occurrence.max(before));
+            let occurrence = *n;
             let counted = self.seen.get(key).map_or(0, |(_, c)| *c);
             let is_new = ts >= walk.bound_ms && occurrence > counted;
             if is_new {
@@ -679,6 +678,9 @@ impl ContentDedupe {
             }
             out.push(is_new);
         }
+        let on_page: std::collections::HashSet<Key> = keys.iter().copied().collect();
+        stretch.retain(|k, _| on_page.contains(k));
+        walk.prev_occurrences = stretch;
         if first {
             walk.max_ms = page.iter().filter_map(|(_, t)| *t).max();
         }
@@ -706,7 +708,8 @@ pub struct Walk {
     /// Entries older than this are not counted and end the walk.
     pub bound_ms: i64,
     prev_page: Vec<Key>,
-    occurrences: HashMap<Key, u32>,
+    /// Copies of each key of the previous page within the current stretch.
+    prev_occurrences: HashMap<Key, u32>,
     max_ms: Option<i64>,
     newest_ms: Option<i64>,
     pages: u32,
@@ -744,16 +747,19 @@ pub enum Align {
 pub fn align(prev: &[Key], next: &[Key], hint: Option<usize>) -> Align {
     let max = prev.len().min(next.len());
     let matches = |s: usize| next[..s] == prev[prev.len() - s..];
-    if let Some(h) = hint.filter(|h| (1..=max).contains(h)) {
-        if matches(h) {
-            return Align::Known(h);
-        }
-    }
-    match (1..=max).rev().find(|&s| matches(s)) {
-        Some(s) if matches!(hint, Some(h) if h > 0) => Align::Known(s),
-        Some(s) => Align::Ambiguous(s),
-        None if hint == Some(0) => Align::Known(0),
-        None => Align::Unknown,
+    let mut overlaps = (1..=max).rev().filter(|&s| matches(s));
+    match (overlaps.next(), overlaps.next()) {
+        // No overlap: the page may continue the previous one, or drift hidden
+        // by expiries (a total that did not grow) may have moved it. Either way
+        // no copy of a key can straddle this boundary (copies are adjacent and
+        // would have matched), so starting a new stretch is exact.
+        (None, _) => Align::Unknown,
+        // One overlap and inserts happened: that is the drift.
+        (Some(s), None) if matches!(hint, Some(h) if h > 0) => Align::Known(s),
+        // One overlap but no inserts seen (identical entries across the
+        // boundary, or drift hidden by expiries), or several overlaps (runs of
+        // identical entries): only re-reading the previous page can tell.
+        (Some(s), _) => Align::Ambiguous(s),
     }
 }
 
@@ -834,9 +840,9 @@ mod tests {
         assert_eq!(align(&[1, 2, 3], &[2, 3, 4], Some(2)), Align::Known(2));
         assert_eq!(align(&[1, 2, 3], &[2, 3, 4], None), Align::Ambiguous(2));
         assert_eq!(align(&[1, 2, 3], &[4, 5, 6], None), Align::Unknown);
-        assert_eq!(align(&[1, 2, 3], &[4, 5, 6], Some(0)), Align::Known(0));
-        // Repeated keys: the hint disambiguates.
-        assert_eq!(align(&[7, 7, 7], &[7, 7, 8], Some(1)), Align::Known(1));
+        assert_eq!(align(&[1, 2, 3], &[4, 5, 6], Some(0)), Align::Unknown);
+        // Repeated keys: several overlaps fit, whatever the total says.
+        assert_eq!(align(&[7, 7, 7], &[7, 7, 8], Some(1)), Align::Ambiguous(2));
         // Drift larger than predicted (expiries hid inserts): the overlap wins.
         assert_eq!(align(&[1, 2, 3], &[2, 3, 4], Some(1)), Align::Known(2));
         // A zero prediction with an overlap: duplicates or hidden drift.
