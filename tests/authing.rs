@@ -398,7 +398,9 @@ async fn a_walk_that_keeps_failing_is_reported_and_resumes_from_its_cursor() {
     ))
     .await;
     wait_for_truth(exp.addr, &sim, "a", Duration::from_secs(10)).await;
-    for _ in 0..4 {
+    // Enough faults for several failed walks in a row, so the landing page
+    // still shows the error when it is read.
+    for _ in 0..24 {
         sim.push_fault(Some("get-webhook-logs"), Fault::Status(502, None));
     }
     sim.generate(0, 25);
