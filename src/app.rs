@@ -16,8 +16,9 @@ use crate::metrics::{SelfMetrics, render};
 use crate::poller::SourceRuntime;
 use crate::provider::unix_now;
 use crate::registry::Registry;
-use crate::server::{AppState, ReloadRequest, serve};
+use crate::server::{AppState, ReloadRequest, serve_with};
 use crate::state::{self, Loaded, SourceState, StateFile};
+use crate::webconfig::WebConfig;
 
 /// Shortest pause between two state writes: walks that end together share one write.
 const WRITE_COALESCE: Duration = Duration::from_millis(200);
@@ -448,6 +449,19 @@ pub async fn run(
     telemetry_path: &str,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_web(config, config_path, listener, telemetry_path, None, stop).await
+}
+
+/// [`run`], serving with a web configuration (`--web.config.file`: TLS,
+/// basic auth) when there is one.
+pub async fn run_with_web(
+    config: Config,
+    config_path: Option<PathBuf>,
+    listener: TcpListener,
+    telemetry_path: &str,
+    web: Option<WebConfig>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let mut exporter = Exporter::build(&config, stop.child_token(), true)?;
     exporter.start();
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -455,7 +469,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(address = %addr, sources = config.sources.len(), "serving metrics");
     }
-    let server = tokio::spawn(serve(listener, state, stop.clone()));
+    let server = tokio::spawn(serve_with(listener, state, web, stop.clone()));
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(reload_tx, stop.clone()));
     loop {

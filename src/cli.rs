@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{Exporter, run};
-use crate::config::Config;
+use crate::app::{Exporter, run_with_web};
+use crate::config::{Config, ConfigError};
 use crate::logging::{LogFormat, LogLevel};
 use crate::sim::{Sim, SimConfig};
+use crate::webconfig::WebConfig;
 
 /// Prometheus exporter for webhook delivery failures (Authing/GenAuth, Bird).
 #[derive(Debug, Parser)]
@@ -40,6 +41,12 @@ pub struct Cli {
         global = true
     )]
     pub telemetry_path: String,
+    /// Path to a web configuration file (Prometheus exporter-toolkit
+    /// web-config.yml format) that turns on TLS, client certificates and/or
+    /// basic authentication. Edits of it and of the files it names apply
+    /// without a restart.
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    pub web_config_file: Option<PathBuf>,
     /// Only log messages with this severity or above.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     pub log_level: LogLevel,
@@ -104,7 +111,17 @@ pub async fn main(cli: Cli) -> ExitCode {
     };
     if cli.check_config {
         print!("{}", config.summary());
-        return ExitCode::SUCCESS;
+        return match load_web_config(&cli) {
+            Ok(Some(web)) => {
+                println!("{}", web.summary());
+                ExitCode::SUCCESS
+            }
+            Ok(None) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
     let stop = CancellationToken::new();
     if cli.once {
@@ -133,6 +150,13 @@ async fn serve(
     path: Option<PathBuf>,
     stop: CancellationToken,
 ) -> ExitCode {
+    let web = match load_web_config(cli) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let addr = match parse_listen_address(&cli.listen_address) {
         Ok(a) => a,
         Err(e) => {
@@ -148,12 +172,26 @@ async fn serve(
         }
     };
     tokio::spawn(stop_on_signals(stop.clone()));
-    match run(config, path, listener, &cli.telemetry_path, stop).await {
+    if let Some(w) = &web {
+        tracing::info!(summary = %w.summary(), "web configuration loaded");
+        if w.tls.is_none() && !w.users.is_empty() {
+            tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
+        }
+    }
+    match run_with_web(config, path, listener, &cli.telemetry_path, web, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Reads `--web.config.file`, if given (an empty value means none).
+fn load_web_config(cli: &Cli) -> Result<Option<WebConfig>, ConfigError> {
+    match &cli.web_config_file {
+        Some(p) if !p.as_os_str().is_empty() => WebConfig::load(p).map(Some),
+        _ => Ok(None),
     }
 }
 

@@ -511,6 +511,46 @@ impl Locator {
     }
 }
 
+/// Deserializes the YAML `text`, read from `path`, into the raw struct `T`,
+/// with a type error or an unknown key reported as [`ConfigError::Invalid`]
+/// (file, line, key) in the style of [`Config::parse`]. An empty document is
+/// `T::default()`. For the other YAML files the exporter reads
+/// (`--web.config.file`).
+pub fn from_yaml<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    text: &str,
+    locator: &Locator,
+) -> Result<T, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .location()
+            .map(|l| l.line())
+            .or_else(|| locator.line(&key));
+        let mut message = inner.to_string();
+        // serde_yaml appends " at line L column C"; the line is printed up front.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        let key = if key == "." || key.is_empty() {
+            "(top level)".into()
+        } else {
+            key
+        };
+        ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line,
+            key,
+            message,
+        }
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Loading and validation
 // ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@
 //! * [`config`] — YAML → raw structs → validated [`config::Config`], with
 //!   file:line:key errors; [`secret`] — credentials that never print.
 //! * [`server`] — axum: `/metrics`, `/healthz`, `/ready`, `/`.
+//! * [`webconfig`] — `--web.config.file`: TLS, client certificates, basic
+//!   auth (exporter-toolkit `web-config.yml`).
 //! * [`poller`] — discovery and walk loops per source and webhook.
 //! * [`provider`] — one file per API ([`provider::authing`]); knows HTTP and
 //!   JSON, nothing of Prometheus.
@@ -37,3 +39,4 @@ pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod webconfig;

@@ -2,7 +2,8 @@
 //!
 //! Handlers only read the registry and the self-metrics; none calls a
 //! provider. Rendering runs on the blocking pool so a large scrape never holds
-//! a runtime worker that pollers need.
+//! a runtime worker that pollers need. [`serve_with`] adds what
+//! `--web.config.file` asks for (TLS, basic auth: [`crate::webconfig`]).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{SelfMetrics, render};
 use crate::registry::Registry;
+use crate::webconfig::{self, LiveWebConfig, TlsListener, WebConfig};
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -55,6 +57,35 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
+}
+
+/// [`serve`] with a web configuration (`--web.config.file`): TLS when it has
+/// a certificate, basic auth, headers and rate limit on every route. Its files
+/// are watched for changes until `stop`.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    web: Option<WebConfig>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let Some(web) = web else {
+        return serve(listener, state, stop).await;
+    };
+    let live = LiveWebConfig::new(web);
+    tokio::spawn(live.clone().watch(stop.clone()));
+    let app = router(state).layer(axum::middleware::from_fn_with_state(
+        live.clone(),
+        webconfig::guard,
+    ));
+    if live.tls_enabled() {
+        axum::serve(TlsListener::new(listener, live)?, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    } else {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    }
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
