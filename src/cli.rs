@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{Exporter, run_with_web};
 use crate::config::{Config, ConfigError};
 use crate::logging::{LogFormat, LogLevel};
+use crate::sim::bird::{BirdSim, BirdSimConfig};
 use crate::sim::{Sim, SimConfig};
 use crate::webconfig::WebConfig;
 
@@ -221,15 +222,26 @@ async fn stop_on_signals(stop: CancellationToken) {
     stop.cancel();
 }
 
-/// The demo's configuration, pointing at a simulator.
-pub fn demo_config(sim_base_url: &str, sim: &SimConfig) -> String {
+/// The demo's configuration, pointing at the two simulators.
+pub fn demo_config(
+    authing_url: &str,
+    authing: &SimConfig,
+    bird_url: &str,
+    bird: &BirdSimConfig,
+) -> String {
     format!(
-        "# webhook-log-exporter demo: polling the embedded simulator.\n\
+        "# webhook-log-exporter demo: polling the embedded simulators.\n\
          global:\n  poll_interval: 5s\n  lookback: 1h\n  state_file: \"\"\n\
-         sources:\n  - name: authing-demo\n    provider: authing\n    base_url: {sim_base_url}\n    \
+         sources:\n  - name: authing-demo\n    provider: authing\n    base_url: {authing_url}\n    \
          access_key_id: {}\n    access_key_secret: {}\n    page_size: 50\n    \
-         rate_limit: {{requests_per_second: 20, burst: 20}}\n",
-        sim.access_key_id, sim.access_key_secret
+         rate_limit: {{requests_per_second: 20, burst: 20}}\n  \
+         - name: bird-demo\n    provider: bird\n    base_url: {bird_url}\n    access_key: {}\n    \
+         organization_id: {}\n    workspace_id: {}\n    rate_limit: {{requests_per_second: 20, burst: 20}}\n",
+        authing.access_key_id,
+        authing.access_key_secret,
+        bird.access_key,
+        bird.organization_id,
+        bird.workspace_id
     )
 }
 
@@ -239,10 +251,17 @@ async fn demo(cli: &Cli) -> ExitCode {
         failure_ratio: 0.15,
         ..SimConfig::default()
     };
-    let sim = match Sim::start(sim_cfg.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot start the simulator: {e}");
+    let bird_cfg = BirdSimConfig {
+        rate_per_subscription: 0.5,
+        ..BirdSimConfig::default()
+    };
+    let (sim, bird) = match (
+        Sim::start(sim_cfg.clone()).await,
+        BirdSim::start(bird_cfg.clone()).await,
+    ) {
+        (Ok(s), Ok(b)) => (s, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: cannot start the simulators: {e}");
             return ExitCode::from(1);
         }
     };
@@ -250,7 +269,10 @@ async fn demo(cli: &Cli) -> ExitCode {
     for i in 0..sim_cfg.webhooks.len() {
         sim.generate(i, 20);
     }
-    let text = demo_config(&sim.base_url(), &sim_cfg);
+    for i in 0..bird_cfg.subscriptions.len() {
+        bird.generate(i, 5);
+    }
+    let text = demo_config(&sim.base_url(), &sim_cfg, &bird.base_url(), &bird_cfg);
     let config = match Config::parse(std::path::Path::new("demo.yml"), &text) {
         Ok(c) => c,
         Err(e) => {
@@ -258,10 +280,11 @@ async fn demo(cli: &Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(simulator = %sim.base_url(), "demo: simulated Authing API running on loopback");
+    tracing::info!(authing = %sim.base_url(), bird = %bird.base_url(), "demo: simulated provider APIs running on loopback");
     eprintln!(
-        "demo: simulated Authing API at {}; exporter on {} (try: curl -s localhost{}{})",
+        "demo: simulated Authing API at {}, Bird API at {}; exporter on {} (try: curl -s localhost{}{})",
         sim.base_url(),
+        bird.base_url(),
         cli.listen_address,
         if cli.listen_address.starts_with(':') {
             cli.listen_address.as_str()
