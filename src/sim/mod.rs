@@ -562,6 +562,23 @@ impl SimState {
         out
     }
 
+    /// Records a request to `endpoint` and, if its token is not valid, the
+    /// refusal to send (alternately HTTP 401 and body 401, both counted).
+    fn admit(&mut self, endpoint: &'static str, headers: &HeaderMap) -> Option<Response> {
+        self.requests.push((Instant::now(), endpoint));
+        if self.token_valid(headers) {
+            return None;
+        }
+        let n = self.requests.len();
+        let kind = if n % 2 == 0 {
+            "unauthorized_http"
+        } else {
+            "unauthorized_body"
+        };
+        *self.served_by_kind.entry(kind).or_insert(0) += 1;
+        Some(unauthorized(n))
+    }
+
     fn token_valid(&self, headers: &HeaderMap) -> bool {
         let bearer = headers
             .get("authorization")
@@ -967,17 +984,8 @@ async fn list_webhooks(
 ) -> Response {
     let fault = {
         let mut st = lock(&state);
-        st.requests.push((Instant::now(), "list-webhooks"));
-        let n = st.requests.len();
-        if !st.token_valid(&headers) {
-            *st.served_by_kind
-                .entry(if n % 2 == 0 {
-                    "unauthorized_http"
-                } else {
-                    "unauthorized_body"
-                })
-                .or_insert(0) += 1;
-            return unauthorized(n);
+        if let Some(refused) = st.admit("list-webhooks", &headers) {
+            return refused;
         }
         st.take_fault("list-webhooks")
     };
@@ -1031,17 +1039,8 @@ async fn webhook_logs(
     };
     let fault = {
         let mut st = lock(&state);
-        st.requests.push((Instant::now(), "get-webhook-logs"));
-        let n = st.requests.len();
-        if !st.token_valid(&headers) {
-            *st.served_by_kind
-                .entry(if n % 2 == 0 {
-                    "unauthorized_http"
-                } else {
-                    "unauthorized_body"
-                })
-                .or_insert(0) += 1;
-            return unauthorized(n);
+        if let Some(refused) = st.admit("get-webhook-logs", &headers) {
+            return refused;
         }
         st.take_fault("get-webhook-logs")
     };
