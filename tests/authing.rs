@@ -237,7 +237,7 @@ async fn every_known_event_starts_at_zero_and_series_wait_for_the_first_walk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_and_revoked_tokens_are_refreshed() {
     let sim = start_sim(SimConfig {
-        token_ttl: Duration::from_secs(1),
+        token_ttl: Duration::from_secs(3),
         ..SimConfig::default()
     })
     .await;
@@ -251,7 +251,7 @@ async fn expiring_and_revoked_tokens_are_refreshed() {
     // Revoked mid-walk: the next call is refused (HTTP 401 or body 401) and the token refreshed once.
     sim.push_fault(Some("get-webhook-logs"), Fault::RevokeTokens);
     sim.generate(0, 20);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     sim.generate(1, 20);
     let m = wait_for_truth(exp.addr, &sim, "a", Duration::from_secs(15)).await;
     assert!(
