@@ -539,13 +539,39 @@ impl WebhookLedger {
 /// A content key: 128-bit hash of an entry's identifying fields.
 pub type Key = u128;
 
+/// Hashes a [`Key`] for a hash table by folding its halves: the key is already
+/// a uniform 128-bit hash, and running SipHash over it again cost more than
+/// the rest of the dedupe on the ingest path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u128(&mut self, k: u128) {
+        self.0 ^= (k as u64) ^ ((k >> 64) as u64);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `Key`; FNV-1a keeps the hasher total.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A hash map keyed by [`Key`].
+pub type KeyMap<V> = HashMap<Key, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Per-webhook dedupe memory: the keys counted inside the overlap window and
 /// how many copies of each.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContentDedupe {
     /// key → (entry timestamp in ms, copies counted).
     #[serde(with = "seen_serde")]
-    seen: HashMap<Key, (i64, u32)>,
+    seen: KeyMap<(i64, u32)>,
     /// Newest entry timestamp counted (ms).
     newest_ms: Option<i64>,
     /// Nothing older than this is ever counted (first sight − lookback), in ms.
@@ -553,9 +579,8 @@ pub struct ContentDedupe {
 }
 
 mod seen_serde {
-    use super::Key;
+    use super::{Key, KeyMap};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::HashMap;
 
     /// A key as its 32 lowercase hex digits (`{:032x}`), formatted on the
     /// stack: a checkpoint after every walk writes every key of the window.
@@ -572,13 +597,11 @@ mod seen_serde {
         }
     }
 
-    pub fn serialize<S: Serializer>(m: &HashMap<Key, (i64, u32)>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(m: &KeyMap<(i64, u32)>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(m.iter().map(|(k, (t, c))| (Hex(*k), *t, *c)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<HashMap<Key, (i64, u32)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyMap<(i64, u32)>, D::Error> {
         let v: Vec<(String, i64, u32)> = Vec::deserialize(d)?;
         v.into_iter()
             .map(|(k, t, c)| {
@@ -594,7 +617,7 @@ impl ContentDedupe {
     /// First sight of a webhook at `now_ms`: count only logs newer than `now − lookback`.
     pub fn first_sight(now_ms: i64, lookback_ms: i64) -> Self {
         ContentDedupe {
-            seen: HashMap::new(),
+            seen: KeyMap::default(),
             newest_ms: None,
             floor_ms: now_ms - lookback_ms,
         }
@@ -652,10 +675,10 @@ impl ContentDedupe {
         // stretch (carrying the counts of the keys on the previous page); any
         // other page starts a new one, which may repeat entries already read,
         // and then only copies beyond those counted before are new.
-        let mut stretch: HashMap<Key, u32> = if !first && aligned {
+        let mut stretch: KeyMap<u32> = if !first && aligned {
             std::mem::take(&mut walk.prev_occurrences)
         } else {
-            HashMap::with_capacity(page.len())
+            KeyMap::with_capacity_and_hasher(page.len(), Default::default())
         };
         for (key, ts) in &page[drop..] {
             let Some(ts) = *ts else {
@@ -678,7 +701,8 @@ impl ContentDedupe {
             }
             out.push(is_new);
         }
-        let on_page: std::collections::HashSet<Key> = keys.iter().copied().collect();
+        let on_page: std::collections::HashSet<Key, std::hash::BuildHasherDefault<KeyHasher>> =
+            keys.iter().copied().collect();
         stretch.retain(|k, _| on_page.contains(k));
         walk.prev_occurrences = stretch;
         if first {
@@ -709,7 +733,7 @@ pub struct Walk {
     pub bound_ms: i64,
     prev_page: Vec<Key>,
     /// Copies of each key of the previous page within the current stretch.
-    prev_occurrences: HashMap<Key, u32>,
+    prev_occurrences: KeyMap<u32>,
     max_ms: Option<i64>,
     newest_ms: Option<i64>,
     pages: u32,
