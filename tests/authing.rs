@@ -42,7 +42,7 @@ async fn drifting_walks_count_exactly(order: ListOrder) {
     let text = config_text(FAST, &[authing_source("a", &sim, extra)]);
     let exp = start_exporter(&text).await;
     // Let logs keep arriving through many polls, then let them settle.
-    wait_for(Duration::from_secs(20), "several polls", || async {
+    wait_for(Duration::from_secs(60), "several polls", || async {
         (scrape(exp.addr)
             .await
             .sum("webhook_exporter_polls_total", &[("result", "success")])
