@@ -17,12 +17,13 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
 };
 
-use crate::ledger::{ATTEMPT_BUCKETS, Histogram, LAG_BUCKETS, WebhookCounts, lock};
+use crate::ledger::{ATTEMPT_BUCKETS, Histogram, LAG_BUCKETS, StatusLabel, WebhookCounts, lock};
 use crate::registry::{Registry, SourceHandle, WebhookHandle};
 
 /// The exporter's metrics about itself.
@@ -284,7 +285,10 @@ impl SelfMetrics {
 pub fn render(registry: &Registry, self_metrics: &SelfMetrics) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 * 1024);
     self_metrics.encode(&mut out);
-    let mut text = String::with_capacity(64 * 1024);
+    // The ledger's series (megabytes with many webhooks) are appended to the
+    // self-metrics' text in place rather than copied after it.
+    let mut text = String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         header(
             &mut text,
@@ -299,13 +303,12 @@ pub fn render(registry: &Registry, self_metrics: &SelfMetrics) -> Vec<u8> {
         );
     }
     render_ledger(&registry.sources(), &mut text);
-    out.extend_from_slice(text.as_bytes());
-    out
+    text.into_bytes()
 }
 
 /// Appends `v` escaped as a label value (backslash, quote, newline).
 fn escape_into(out: &mut String, v: &str) {
-    if !v.contains(['\\', '"', '\n']) {
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         out.push_str(v);
         return;
     }
@@ -376,9 +379,81 @@ fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], bounds: &[f6
 
 type Visible = (Arc<SourceHandle>, Vec<Arc<WebhookHandle>>);
 
+/// Appends `v` in decimal (the hot path of a scrape: no formatter machinery).
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Writes `head prefix<extra>} value`: `head` is `name{`, `prefix` the
+/// escaped label set shared by a (webhook, event), and `extra` one more label
+/// as (`,key="`, raw value), if any.
+fn event_sample(
+    out: &mut String,
+    head: &str,
+    prefix: &str,
+    extra: Option<(&str, &str)>,
+    value: u64,
+) {
+    out.push_str(head);
+    out.push_str(prefix);
+    if let Some((k, v)) = extra {
+        out.push_str(k);
+        escape_into(out, v);
+        out.push('"');
+    }
+    out.push_str("} ");
+    push_u64(out, value);
+    out.push('\n');
+}
+
+/// The families with one series (or more) per (webhook, event).
+const PER_EVENT: [(&str, &str, &str); 6] = [
+    (
+        "webhook_deliveries_total",
+        "counter",
+        "Delivery attempts seen in the provider's logs.",
+    ),
+    (
+        "webhook_delivery_failures_total",
+        "counter",
+        "Failed delivery attempts.",
+    ),
+    (
+        "webhook_delivery_responses_total",
+        "counter",
+        "Delivery attempts by HTTP status code.",
+    ),
+    (
+        "webhook_delivery_errors_total",
+        "counter",
+        "Failed delivery attempts by normalized error.",
+    ),
+    (
+        "webhook_requests_total",
+        "counter",
+        "Requests that reached a terminal execution status, counted once (Bird).",
+    ),
+    (
+        "webhook_request_attempts",
+        "histogram",
+        "Attempts per request at its terminal status (Bird).",
+    ),
+];
+
 /// Renders the ledger-owned families. Each family is contiguous, as the
-/// format requires; each webhook's lock is taken once per family and held only
-/// while its lines are written.
+/// format requires: the per-event families are written into one buffer each,
+/// so every webhook's lock is taken once per scrape and held only while that
+/// webhook's lines are written (its families then also agree with each other).
 pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
     let all: Vec<Visible> = sources.iter().map(|s| (s.clone(), s.webhooks())).collect();
     let counted: Vec<Visible> = all
@@ -391,87 +466,69 @@ pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
         })
         .collect();
 
-    type EventFn = fn(&mut String, &[(&str, &str)], &crate::ledger::EventCounts);
-    let per_event: [(&str, &str, &str, EventFn); 6] = [
-        (
-            "webhook_deliveries_total",
-            "counter",
-            "Delivery attempts seen in the provider's logs.",
-            |o, l, e| sample(o, "webhook_deliveries_total", l, e.deliveries),
-        ),
-        (
-            "webhook_delivery_failures_total",
-            "counter",
-            "Failed delivery attempts.",
-            |o, l, e| sample(o, "webhook_delivery_failures_total", l, e.failures),
-        ),
-        (
-            "webhook_delivery_responses_total",
-            "counter",
-            "Delivery attempts by HTTP status code.",
-            |o, l, e| {
-                let mut code = String::new();
-                for (status, n) in &e.responses {
-                    code.clear();
-                    status.render(&mut code);
-                    let mut ls = l.to_vec();
-                    ls.push(("status_code", &code));
-                    sample(o, "webhook_delivery_responses_total", &ls, n);
-                }
-            },
-        ),
-        (
-            "webhook_delivery_errors_total",
-            "counter",
-            "Failed delivery attempts by normalized error.",
-            |o, l, e| {
-                for (err, n) in &e.errors {
-                    let mut ls = l.to_vec();
-                    ls.push(("error", err));
-                    sample(o, "webhook_delivery_errors_total", &ls, n);
-                }
-            },
-        ),
-        (
-            "webhook_requests_total",
-            "counter",
-            "Requests that reached a terminal execution status, counted once (Bird).",
-            |o, l, e| {
-                for (st, n) in &e.requests {
-                    let mut ls = l.to_vec();
-                    ls.push(("execution_status", st));
-                    sample(o, "webhook_requests_total", &ls, n);
-                }
-            },
-        ),
-        (
-            "webhook_request_attempts",
-            "histogram",
-            "Attempts per request at its terminal status (Bird).",
-            |o, l, e| {
-                if let Some(h) = &e.attempts {
-                    histogram(o, "webhook_request_attempts", l, ATTEMPT_BUCKETS, h);
-                }
-            },
-        ),
-    ];
-    for (name, kind, help, f) in per_event {
-        header(out, name, kind, help);
-        for (s, ws) in &counted {
-            for w in ws {
-                w.ledger.with_visible(|c: &WebhookCounts| {
-                    for (event, e) in &c.events {
+    // Sized from the previous scrape, so the buffers do not grow by copying.
+    static FAMILY_BYTES: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+    let mut families: [String; 6] = std::array::from_fn(|i| {
+        String::with_capacity(FAMILY_BYTES[i].load(Ordering::Relaxed) * 9 / 8)
+    });
+    let heads: [String; 6] = std::array::from_fn(|i| format!("{}{{", PER_EVENT[i].0));
+    let mut prefix = String::new();
+    let mut code = String::new();
+    for (s, ws) in &counted {
+        for w in ws {
+            prefix.clear();
+            prefix.push_str("source=\"");
+            escape_into(&mut prefix, &s.name);
+            prefix.push_str("\",provider=\"");
+            escape_into(&mut prefix, s.provider);
+            prefix.push_str("\",webhook=\"");
+            escape_into(&mut prefix, &w.id);
+            prefix.push_str("\",event=\"");
+            let base = prefix.len();
+            w.ledger.with_visible(|c: &WebhookCounts| {
+                for (event, e) in &c.events {
+                    prefix.truncate(base);
+                    escape_into(&mut prefix, event);
+                    prefix.push('"');
+                    let [deliveries, failures, responses, errors, requests, attempts] =
+                        &mut families;
+                    event_sample(deliveries, &heads[0], &prefix, None, e.deliveries);
+                    event_sample(failures, &heads[1], &prefix, None, e.failures);
+                    for (status, n) in &e.responses {
+                        code.clear();
+                        match status {
+                            StatusLabel::Code(c) => push_u64(&mut code, u64::from(*c)),
+                            other => other.render(&mut code),
+                        }
+                        let label = Some((",status_code=\"", code.as_str()));
+                        event_sample(responses, &heads[2], &prefix, label, *n);
+                    }
+                    for (err, n) in &e.errors {
+                        let label = Some((",error=\"", &**err));
+                        event_sample(errors, &heads[3], &prefix, label, *n);
+                    }
+                    for (st, n) in &e.requests {
+                        let label = Some((",execution_status=\"", &**st));
+                        event_sample(requests, &heads[4], &prefix, label, *n);
+                    }
+                    if let Some(h) = &e.attempts {
                         let labels = [
                             ("source", &*s.name),
                             ("provider", s.provider),
                             ("webhook", &*w.id),
                             ("event", &**event),
                         ];
-                        f(out, &labels, e);
+                        histogram(attempts, PER_EVENT[5].0, &labels, ATTEMPT_BUCKETS, h);
                     }
-                });
-            }
+                }
+            });
         }
+    }
+    out.reserve(families.iter().map(String::len).sum::<usize>() + 64 * 1024);
+    for (i, ((name, kind, help), text)) in PER_EVENT.iter().zip(&families).enumerate() {
+        header(out, name, kind, help);
+        out.push_str(text);
+        FAMILY_BYTES[i].store(text.len(), Ordering::Relaxed);
     }
 
     header(
@@ -628,6 +685,121 @@ pub fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::{Attempt, SourceLedger, WebhookLedger};
+    use crate::registry::WebhookInfo;
+
+    /// The per-event families as written one sample at a time, one family
+    /// after the other: what the buffered renderer must reproduce exactly.
+    fn reference_per_event(counted: &[Visible]) -> String {
+        let mut out = String::new();
+        for (i, (name, kind, help)) in PER_EVENT.iter().enumerate() {
+            header(&mut out, name, kind, help);
+            for (s, ws) in counted {
+                for w in ws {
+                    w.ledger.with_visible(|c| {
+                        for (event, e) in &c.events {
+                            let l = [
+                                ("source", &*s.name),
+                                ("provider", s.provider),
+                                ("webhook", &*w.id),
+                                ("event", &**event),
+                            ];
+                            let with = |k: &'static str, v: &str| {
+                                let mut ls: Vec<(&str, String)> =
+                                    l.iter().map(|(a, b)| (*a, b.to_string())).collect();
+                                ls.push((k, v.to_string()));
+                                ls
+                            };
+                            let mut put = |ls: Vec<(&str, String)>, n: u64| {
+                                let ls: Vec<(&str, &str)> =
+                                    ls.iter().map(|(a, b)| (*a, b.as_str())).collect();
+                                sample(&mut out, name, &ls, n);
+                            };
+                            match i {
+                                0 => sample(&mut out, name, &l, e.deliveries),
+                                1 => sample(&mut out, name, &l, e.failures),
+                                2 => {
+                                    for (st, n) in &e.responses {
+                                        let mut code = String::new();
+                                        st.render(&mut code);
+                                        put(with("status_code", &code), *n);
+                                    }
+                                }
+                                3 => {
+                                    for (err, n) in &e.errors {
+                                        put(with("error", err), *n);
+                                    }
+                                }
+                                4 => {
+                                    for (st, n) in &e.requests {
+                                        put(with("execution_status", st), *n);
+                                    }
+                                }
+                                _ => {
+                                    if let Some(h) = &e.attempts {
+                                        histogram(&mut out, name, &l, ATTEMPT_BUCKETS, h);
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn buffered_per_event_families_match_sample_by_sample_rendering() {
+        let src = Arc::new(SourceLedger::new("s\"1", "authing", 10, 10));
+        let handle = Arc::new(SourceHandle::new(src.clone()));
+        for id in ["w1", "w\\2"] {
+            let ledger = WebhookLedger::with_counts(Default::default(), true, false);
+            let a = |event, status, success, error| Attempt {
+                event,
+                status,
+                success,
+                error,
+                ts: 1.0,
+            };
+            ledger.record_attempts(
+                &src,
+                &[
+                    a("user:created", StatusLabel::Code(200), true, None),
+                    a(
+                        "user:created",
+                        StatusLabel::Code(503),
+                        false,
+                        Some("boom \"x\"\n"),
+                    ),
+                    a(
+                        "user:login",
+                        StatusLabel::None,
+                        false,
+                        Some("connect ECONNREFUSED 10.1.2.3:80"),
+                    ),
+                    a("user:login", StatusLabel::Code(200), true, None),
+                ],
+                None,
+            );
+            ledger.record_terminal_request(&src, "user:login", "failed", 3);
+            ledger.touch_event(&src, "user:deleted");
+            handle.insert(Arc::new(WebhookHandle::new(
+                id,
+                WebhookInfo::default(),
+                ledger,
+            )));
+        }
+        let sources = vec![handle.clone()];
+        let mut got = String::new();
+        render_ledger(&sources, &mut got);
+        let counted: Vec<Visible> = vec![(handle.clone(), handle.webhooks())];
+        let want = reference_per_event(&counted);
+        assert!(got.starts_with(&want), "got:\n{got}\nwant prefix:\n{want}");
+        assert!(want.contains("status_code=\"503\""));
+        assert!(want.contains("webhook_request_attempts_bucket"));
+        assert!(want.contains("webhook=\"w\\\\2\""));
+    }
 
     #[test]
     fn label_values_are_escaped() {
