@@ -579,37 +579,90 @@ pub struct ContentDedupe {
 }
 
 mod seen_serde {
+    //! The window of keys in a checkpoint: one string, the records
+    //! `key (16 bytes) · timestamp ms (8) · copies (4)` big-endian, in base64.
+    //! A backlog walk can leave tens of thousands of keys, and a checkpoint
+    //! follows every walk: one string instead of a JSON array per key makes
+    //! it a single allocation. Files written before (an array of
+    //! `[hex key, ms, copies]`) still load.
     use super::{Key, KeyMap};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use base64::Engine as _;
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
 
-    /// A key as its 32 lowercase hex digits (`{:032x}`), formatted on the
-    /// stack: a checkpoint after every walk writes every key of the window.
-    struct Hex(Key);
-
-    impl Serialize for Hex {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            let mut buf = [0u8; 32];
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = DIGITS[((self.0 >> (124 - 4 * i)) & 0xf) as usize];
-            }
-            s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
-        }
-    }
+    const RECORD: usize = 16 + 8 + 4;
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
     pub fn serialize<S: Serializer>(m: &KeyMap<(i64, u32)>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter().map(|(k, (t, c))| (Hex(*k), *t, *c)))
+        let mut raw = Vec::with_capacity(m.len() * RECORD);
+        for (k, (t, c)) in m {
+            raw.extend_from_slice(&k.to_be_bytes());
+            raw.extend_from_slice(&t.to_be_bytes());
+            raw.extend_from_slice(&c.to_be_bytes());
+        }
+        s.serialize_str(&B64.encode(raw))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyMap<(i64, u32)>, D::Error> {
-        let v: Vec<(String, i64, u32)> = Vec::deserialize(d)?;
-        v.into_iter()
-            .map(|(k, t, c)| {
-                u128::from_str_radix(&k, 16)
-                    .map(|k| (k, (t, c)))
-                    .map_err(serde::de::Error::custom)
-            })
-            .collect()
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyMap<(i64, u32)>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("packed dedupe records, or a list of [key, ms, copies]")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let raw = B64.decode(v).map_err(E::custom)?;
+                if raw.len() % RECORD != 0 {
+                    return Err(E::custom("dedupe records of the wrong length"));
+                }
+                let mut m =
+                    KeyMap::with_capacity_and_hasher(raw.len() / RECORD, Default::default());
+                for r in raw.chunks_exact(RECORD) {
+                    let (k, rest) = r.split_at(16);
+                    let (t, c) = rest.split_at(8);
+                    let k = Key::from_be_bytes(k.try_into().map_err(E::custom)?);
+                    let t = i64::from_be_bytes(t.try_into().map_err(E::custom)?);
+                    let c = u32::from_be_bytes(c.try_into().map_err(E::custom)?);
+                    m.insert(k, (t, c));
+                }
+                Ok(m)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut m = KeyMap::default();
+                while let Some((k, t, c)) = seq.next_element::<(String, i64, u32)>()? {
+                    let k = u128::from_str_radix(&k, 16).map_err(de::Error::custom)?;
+                    m.insert(k, (t, c));
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct W(#[serde(with = "super")] KeyMap<(i64, u32)>);
+
+        #[test]
+        fn packed_round_trip_and_old_files_load() {
+            let mut m = KeyMap::default();
+            m.insert(u128::MAX - 7, (-5, 3));
+            m.insert(42, (1_700_000_000_123, 1));
+            let v = serde_json::to_value(W(m.clone())).unwrap_or_default();
+            assert!(v.is_string(), "{v}");
+            let back: W = serde_json::from_value(v).unwrap_or(W(KeyMap::default()));
+            assert_eq!(back.0, m);
+            let old = serde_json::json!([["2a", 1_700_000_000_123i64, 1]]);
+            let back: W = serde_json::from_value(old).unwrap_or(W(KeyMap::default()));
+            assert_eq!(back.0.get(&42), Some(&(1_700_000_000_123, 1)));
+            assert!(serde_json::from_value::<W>(serde_json::json!("AAA")).is_err());
+        }
     }
 }
 
