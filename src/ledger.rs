@@ -587,8 +587,8 @@ mod seen_serde {
     //! `[hex key, ms, copies]`) still load.
     use super::{Key, KeyMap};
     use base64::Engine as _;
-    use serde::de::{self, Deserializer, SeqAccess, Visitor};
     use serde::Serializer;
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
     const RECORD: usize = 16 + 8 + 4;
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
