@@ -152,7 +152,8 @@ pub struct SourceConfig {
     pub rate_limit: RateLimit,
     /// Per-source poll interval (defaults to the global one).
     pub poll_interval: Duration,
-    /// Walks of this source allowed at the same time (default 4).
+    /// Walks of this source allowed at the same time (default:
+    /// [`default_concurrency`] of the rate limit).
     pub concurrency: usize,
     /// Provider-specific settings.
     pub provider: ProviderConfig,
@@ -785,7 +786,11 @@ impl Config {
             if poll_interval < Duration::from_millis(100) {
                 return Err(err(&at("poll_interval"), "must be at least 100ms".into()));
             }
-            let concurrency = rs.concurrency.as_ref().map(|s| s.0).unwrap_or(4);
+            let concurrency = rs
+                .concurrency
+                .as_ref()
+                .map(|s| s.0)
+                .unwrap_or_else(|| default_concurrency(rate_limit.requests_per_second));
             if concurrency == 0 || concurrency > 256 {
                 return Err(err(
                     &at("concurrency"),
@@ -1072,6 +1077,14 @@ fn parse_base_url(s: &str, allow_http: bool) -> Result<Url, String> {
         return Err(format!("{s:?} must not have a query or fragment"));
     }
     Ok(url)
+}
+
+/// Walks in flight by default: enough that the rate limit, not the walks'
+/// round trips, bounds the calls — each walk waits for one answer at a time,
+/// so at half a second per answer a limit of `rps` needs `rps / 2` walks —
+/// at least 4, at most 64.
+pub fn default_concurrency(requests_per_second: f64) -> usize {
+    ((requests_per_second / 2.0).ceil() as usize).clamp(4, 64)
 }
 
 #[cfg(test)]

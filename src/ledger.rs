@@ -880,25 +880,19 @@ mod tests {
     }
 
     #[test]
-    fn dedupe_window_saves_keys_as_hex_and_restores_them() {
+    fn dedupe_window_saves_every_key_and_restores_them() {
         let mut d = ContentDedupe::first_sight(1_000, 1_000);
         let mut w = d.begin_walk(100);
         let keys = [u128::MAX, 0, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210];
         let p: Vec<(Key, Option<i64>)> = keys.iter().map(|k| (*k, Some(900))).collect();
         d.observe_page(&mut w, &p, Align::Unknown);
         let v = serde_json::to_value(&d).expect("serializes");
-        let mut saved: Vec<String> = v["seen"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|e| e[0].as_str().expect("hex").to_string())
-            .collect();
-        saved.sort();
-        let mut want: Vec<String> = keys.iter().map(|k| format!("{k:032x}")).collect();
-        want.sort();
-        assert_eq!(saved, want);
+        assert!(v["seen"].is_string(), "packed: {v}");
         let back: ContentDedupe = serde_json::from_value(v).expect("deserializes");
         assert_eq!(back.seen, d.seen);
+        assert_eq!(back.seen.len(), keys.len());
+        assert_eq!(back.newest_ms, d.newest_ms);
+        assert_eq!(back.floor_ms, d.floor_ms);
     }
 
     #[test]

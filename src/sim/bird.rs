@@ -197,6 +197,7 @@ impl SimRequest {
         self.attempts[self.happened(now_ms) - 1]
     }
 
+    #[cfg(test)]
     fn to_json(&self, now_ms: i64) -> Value {
         let newest = self.newest(now_ms);
         json!({
@@ -207,6 +208,27 @@ impl SimRequest {
             "createdAt": rfc3339(self.created_ms),
             "updatedAt": rfc3339(newest.at_ms),
         })
+    }
+
+    /// Appends exactly the bytes of `to_json(now_ms).to_string()` (keys
+    /// sorted), written directly so the simulator keeps up with the exporter
+    /// in benchmarks.
+    fn write_json(&self, now_ms: i64, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let newest = self.newest(now_ms);
+        let _ = write!(
+            out,
+            "{{\"attemptCount\":{},\"createdAt\":\"",
+            self.happened(now_ms)
+        );
+        write_rfc3339(self.created_ms, out);
+        out.extend_from_slice(b"\",\"executionStatus\":\"");
+        out.extend_from_slice(self.status(now_ms).as_bytes());
+        let _ = write!(out, "\",\"httpStatusCode\":{},\"requestId\":", newest.code);
+        let _ = serde_json::to_writer(&mut *out, &self.id);
+        out.extend_from_slice(b",\"updatedAt\":\"");
+        write_rfc3339(newest.at_ms, out);
+        out.extend_from_slice(b"\"}");
     }
 
     /// Whether attempt `i` (0-based) is the final success.
@@ -262,6 +284,41 @@ impl std::fmt::Debug for BirdSim {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// [`rfc3339`] appended to `out` without chrono's format interpreter.
+fn write_rfc3339(ms: i64, out: &mut Vec<u8>) {
+    use chrono::{Datelike, Timelike};
+    fn digits(out: &mut Vec<u8>, v: u32, width: usize) {
+        let mut buf = [b'0'; 4];
+        let mut v = v;
+        for b in buf[..width].iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.extend_from_slice(&buf[..width]);
+    }
+    let t = chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .naive_utc();
+    if !(0..=9999).contains(&t.year()) {
+        out.extend_from_slice(rfc3339(ms).as_bytes());
+        return;
+    }
+    digits(out, t.year().unsigned_abs(), 4);
+    for (sep, v) in [
+        (b'-', t.month()),
+        (b'-', t.day()),
+        (b'T', t.hour()),
+        (b':', t.minute()),
+        (b':', t.second()),
+    ] {
+        out.push(sep);
+        digits(out, v, 2);
+    }
+    out.push(b'.');
+    digits(out, u32::try_from(ms.rem_euclid(1000)).unwrap_or(0), 3);
+    out.push(b'Z');
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -869,15 +926,35 @@ async fn list_logs(
             None => list.partition_point(|r| r.created_ms <= now),
         };
         let page: Vec<&SimRequest> = list[..end].iter().rev().take(limit).collect();
-        let results: Vec<Value> = page.iter().map(|r| r.to_json(now)).collect();
-        let mut body = json!({ "results": results });
+        // The bytes of `{"nextPageToken"?, "results"}` as serde_json writes them.
+        let mut body = Vec::with_capacity(64 + page.len() * 192);
+        body.push(b'{');
         // Like many list APIs, a full page always names a next one (which may be empty).
         if let (true, Some(last)) = (page.len() == limit, page.last()) {
-            body["nextPageToken"] =
-                Value::from(encode_token(&format!("l.{}.{}", last.created_ms, last.seq)));
+            let token = encode_token(&format!("l.{}.{}", last.created_ms, last.seq));
+            body.extend_from_slice(b"\"nextPageToken\":");
+            let _ = serde_json::to_writer(&mut body, &token);
+            body.push(b',');
         }
+        body.extend_from_slice(b"\"results\":[");
+        for (i, r) in page.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            r.write_json(now, &mut body);
+        }
+        body.extend_from_slice(b"]}");
         body
     };
+    if fault.is_none()
+        && !q
+            .page_token
+            .as_deref()
+            .is_some_and(|t| t.starts_with(LOOP_PREFIX))
+    {
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    }
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     serve(fault, body, q.page_token.as_deref()).await
 }
 
@@ -945,4 +1022,41 @@ async fn log_details(
         body
     };
     serve(fault, body, q.page_token.as_deref()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_requests_are_the_json_values_bytes() {
+        let at = |at_ms, code| SimAttempt { at_ms, code };
+        let mut r = SimRequest {
+            id: "0f3c1d9e-\"7a1b\"-é".into(),
+            subscription: "s".into(),
+            event: "message.created".into(),
+            created_ms: 1_700_000_000_007,
+            seq: 3,
+            attempts: vec![
+                at(1_700_000_000_007, 503),
+                at(1_700_000_061_250, 1),
+                at(1_700_000_999_999, 200),
+            ],
+            succeeds: true,
+            odd: false,
+        };
+        for odd in [false, true] {
+            r.odd = odd;
+            for now in [0, 1_700_000_000_007, 1_700_000_061_250, 1_800_000_000_000] {
+                let mut out = Vec::new();
+                r.write_json(now, &mut out);
+                assert_eq!(String::from_utf8_lossy(&out), r.to_json(now).to_string());
+            }
+        }
+        for ms in [0, -1, 86_399_999, 951_782_400_000, 253_402_300_799_999] {
+            let mut out = Vec::new();
+            write_rfc3339(ms, &mut out);
+            assert_eq!(String::from_utf8_lossy(&out), rfc3339(ms), "{ms}");
+        }
+    }
 }
