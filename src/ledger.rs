@@ -344,10 +344,14 @@ pub struct WebhookLedger {
     /// `Some` when persistence is on: (counts, first walk done) last made durable.
     published: Option<Mutex<(WebhookCounts, bool)>>,
     /// Raw event name → label value, so the source-wide cap is asked once.
-    event_labels: Mutex<HashMap<Box<str>, Arc<str>>>,
+    event_labels: Mutex<LabelCache>,
     /// Raw error message → label value (bounded; cleared when full).
-    error_labels: Mutex<HashMap<Box<str>, Arc<str>>>,
+    error_labels: Mutex<LabelCache>,
 }
+
+/// Raw value → label value. Looked up once per attempt on the ingest path, so
+/// hashed with foldhash (randomly seeded) rather than SipHash.
+type LabelCache = HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>;
 
 const ERROR_CACHE_MAX: usize = 1024;
 
@@ -414,7 +418,10 @@ impl WebhookLedger {
 
     /// The label value of a raw event name.
     pub fn event_label(&self, src: &SourceLedger, raw: &str) -> Arc<str> {
-        let mut cache = lock(&self.event_labels);
+        Self::event_label_in(&mut lock(&self.event_labels), src, raw)
+    }
+
+    fn event_label_in(cache: &mut LabelCache, src: &SourceLedger, raw: &str) -> Arc<str> {
         if let Some(v) = cache.get(raw) {
             return v.clone();
         }
@@ -446,9 +453,8 @@ impl WebhookLedger {
         }
     }
 
-    fn error_label(&self, src: &SourceLedger, a: &Attempt<'_>) -> Arc<str> {
+    fn error_label_in(cache: &mut LabelCache, src: &SourceLedger, a: &Attempt<'_>) -> Arc<str> {
         let raw = a.error.unwrap_or("");
-        let mut cache = lock(&self.error_labels);
         if let Some(v) = cache.get(raw) {
             return v.clone();
         }
@@ -482,14 +488,19 @@ impl WebhookLedger {
         if attempts.is_empty() {
             return;
         }
-        let labels: Vec<(Arc<str>, Option<Arc<str>>)> = attempts
-            .iter()
-            .map(|a| {
-                let ev = self.event_label(src, a.event);
-                let err = (!a.success).then(|| self.error_label(src, a));
-                (ev, err)
-            })
-            .collect();
+        let labels: Vec<(Arc<str>, Option<Arc<str>>)> = {
+            // Lock order: event labels, error labels, then the source's caps.
+            let mut events = lock(&self.event_labels);
+            let mut errors = lock(&self.error_labels);
+            attempts
+                .iter()
+                .map(|a| {
+                    let ev = Self::event_label_in(&mut events, src, a.event);
+                    let err = (!a.success).then(|| Self::error_label_in(&mut errors, src, a));
+                    (ev, err)
+                })
+                .collect()
+        };
         {
             let mut c = lock(&self.counts);
             for (a, (ev, err)) in attempts.iter().zip(labels) {

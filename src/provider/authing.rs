@@ -494,6 +494,14 @@ fn raw_bytes(v: Option<&RawValue>) -> &[u8] {
 }
 
 fn json_str(v: &RawValue) -> Option<Cow<'_, str>> {
+    // A string without escapes is its bytes between the quotes: the raw value
+    // is valid JSON already (no control characters inside), so the common
+    // case needs no second parse.
+    if let Some(inner) = v.get().strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Some(Cow::Borrowed(inner));
+    }
     match serde_json::from_str::<&str>(v.get()) {
         Ok(s) => Some(Cow::Borrowed(s)),
         Err(_) => serde_json::from_str::<String>(v.get()).ok().map(Cow::Owned),
@@ -564,7 +572,8 @@ fn parse_timestamp(v: &RawValue) -> Option<i64> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Some(ms);
     }
-    let s = serde_json::from_str::<&str>(raw).ok()?;
+    let s = json_str(v)?;
+    let s = s.as_ref();
     if let Some(ms) = fast_timestamp(s) {
         return Some(ms);
     }
@@ -1048,6 +1057,17 @@ mod tests {
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).expect("raw")
+    }
+
+    #[test]
+    fn strings_with_and_without_escapes() {
+        let s = |j: &str| json_str(&raw(j)).map(|c| c.into_owned());
+        assert_eq!(s(r#""user:created""#).as_deref(), Some("user:created"));
+        assert_eq!(s(r#""""#).as_deref(), Some(""));
+        assert_eq!(s(r#""a\"b\\c""#).as_deref(), Some("a\"b\\c"));
+        assert_eq!(s(r#""caf\u00e9 \n""#).as_deref(), Some("café \n"));
+        assert_eq!(s("12"), None);
+        assert_eq!(s("null"), None);
     }
 
     #[test]
