@@ -577,38 +577,7 @@ impl Config {
             message,
         };
 
-        let raw: RawConfig = if text.trim().is_empty() {
-            RawConfig::default()
-        } else {
-            let de = serde_yaml_ng::Deserializer::from_str(text);
-            match serde_path_to_error::deserialize::<_, RawConfig>(de) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    let key = e.path().to_string();
-                    let inner = e.into_inner();
-                    let line = inner
-                        .location()
-                        .map(|l| l.line())
-                        .or_else(|| locator.line(&key));
-                    let mut message = inner.to_string();
-                    // serde_yaml appends " at line L column C"; we print the line up front.
-                    if let Some(i) = message.find(" at line ") {
-                        message.truncate(i);
-                    }
-                    let key = if key == "." || key.is_empty() {
-                        "(top level)".into()
-                    } else {
-                        key
-                    };
-                    return Err(ConfigError::Invalid {
-                        file: path.to_path_buf(),
-                        line,
-                        key,
-                        message,
-                    });
-                }
-            }
-        };
+        let raw: RawConfig = from_yaml(path, text, &locator)?;
 
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let d = Global::default();

@@ -677,6 +677,28 @@ mod seen_serde {
     }
 }
 
+/// A set of [`Key`]s as hex strings (JSON numbers cannot hold 128 bits): the
+/// invalid entries a cursor remembers.
+pub mod key_set {
+    use super::Key;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashSet;
+
+    pub fn serialize<S: Serializer>(set: &HashSet<Key>, s: S) -> Result<S::Ok, S::Error> {
+        set.iter()
+            .map(|k| format!("{k:032x}"))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<Key>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|k| u128::from_str_radix(k, 16).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 impl ContentDedupe {
     /// First sight of a webhook at `now_ms`: count only logs newer than `now − lookback`.
     pub fn first_sight(now_ms: i64, lookback_ms: i64) -> Self {

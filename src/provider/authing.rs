@@ -722,28 +722,8 @@ struct Cursor {
     order: Option<Order>,
     last_total: Option<u64>,
     /// Invalid entries already counted (bounded by [`INVALID_MEMORY`]).
-    #[serde(default, with = "key_set")]
+    #[serde(default, with = "crate::ledger::key_set")]
     invalid_seen: HashSet<Key>,
-}
-
-mod key_set {
-    use super::Key;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::HashSet;
-
-    pub fn serialize<S: Serializer>(set: &HashSet<Key>, s: S) -> Result<S::Ok, S::Error> {
-        set.iter()
-            .map(|k| format!("{k:032x}"))
-            .collect::<Vec<_>>()
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<Key>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|k| u128::from_str_radix(k, 16).map_err(serde::de::Error::custom))
-            .collect()
-    }
 }
 
 /// Distinct invalid entries remembered, so each is counted once.

@@ -629,7 +629,7 @@ struct Cursor {
     requests: HashMap<String, Tracked>,
     /// Invalid entries already counted (bounded by [`INVALID_MEMORY`]), kept
     /// with the cursor so a restart does not count them again.
-    #[serde(default, with = "key_set")]
+    #[serde(default, with = "crate::ledger::key_set")]
     invalid_seen: HashSet<u128>,
 }
 
@@ -756,26 +756,6 @@ mod tracked_map {
             let cut = B64.encode(&B64.decode(s).unwrap_or_default()[..10]);
             assert!(serde_json::from_value::<W>(serde_json::json!(cut)).is_err());
         }
-    }
-}
-
-/// A set of 128-bit keys as hex strings (JSON numbers cannot hold them).
-mod key_set {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::HashSet;
-
-    pub fn serialize<S: Serializer>(set: &HashSet<u128>, s: S) -> Result<S::Ok, S::Error> {
-        set.iter()
-            .map(|k| format!("{k:032x}"))
-            .collect::<Vec<_>>()
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<u128>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|k| u128::from_str_radix(k, 16).map_err(serde::de::Error::custom))
-            .collect()
     }
 }
 
