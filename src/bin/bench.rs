@@ -225,6 +225,19 @@ fn pin(cpu: usize) {
     let _ = cpu;
 }
 
+/// `rate (ratio), …` of every round, for the notes on stderr.
+fn rounds_note(rates: &[f64], ratios: &[f64]) -> String {
+    rates
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match ratios.get(i) {
+            Some(q) => format!("{r:.0}/s ({q:.3})"),
+            None => format!("{r:.0}/s"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Nearest-rank percentile of unsorted samples.
 fn percentile(samples: &[f64], p: f64) -> f64 {
     if samples.is_empty() {
@@ -535,6 +548,10 @@ impl Bench {
         for _ in 0..self.plan.rounds {
             rates.push(self.bird_round().await?);
         }
+        eprintln!(
+            "# bird rounds (median printed): {}",
+            rounds_note(&rates, &[])
+        );
         figure("bird_entries_per_s", percentile(&rates, 50.0), "entries/s");
         Ok(())
     }
