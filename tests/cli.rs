@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use webhook_log_exporter::sim::SimConfig;
-
-const BIN: &str = env!("CARGO_BIN_EXE_webhook-log-exporter");
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("webhook-log-exporter.yml");
@@ -31,16 +29,6 @@ fn check_config(path: &Path) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
-}
-
-/// A child process killed on drop, whatever happens in the test.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn sigterm(child: &Child) {
@@ -66,54 +54,10 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// Spawns the binary serving on an ephemeral port; returns it and its address
-/// (read from its "serving metrics" log line).
-fn spawn_serving(
-    args: &[&str],
-) -> (
-    Proc,
-    std::net::SocketAddr,
-    std::sync::mpsc::Receiver<String>,
-) {
-    let mut proc = Proc(
-        Command::new(BIN)
-            .args(args)
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn binary"),
-    );
-    let stderr = proc.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no serving line; got {seen:#?}"));
-        if let Some(i) = line.find("address=") {
-            let addr = line[i + 8..].split([' ', ',', '"']).next().unwrap_or("");
-            if let Ok(a) = addr.parse() {
-                return (proc, a, rx);
-            }
-        }
-        if let Some(i) = line.find("\"address\":\"") {
-            let addr = line[i + 11..].split('"').next().unwrap_or("");
-            if let Ok(a) = addr.parse() {
-                return (proc, a, rx);
-            }
-        }
-        seen.push(line);
-        assert!(Instant::now() < deadline, "no serving line: {seen:#?}");
-    }
+/// Spawns the binary with `args`, its stdout captured, serving on an ephemeral
+/// port; returns it, its address and its log lines.
+fn spawn_serving(args: &[&str]) -> (Proc, std::net::SocketAddr, Logs) {
+    spawn_exporter(exporter_command().args(args).stdout(Stdio::piped()))
 }
 
 #[test]
@@ -287,7 +231,7 @@ async fn secrets_never_leak(format: &str) {
     let cfg = sim.config();
     let text = config_text("  poll_interval: 300ms\n", &[authing_source("a", &sim, "")]);
     let path = write_config(dir.path(), &text);
-    let (mut proc, addr, rx) = spawn_serving(&[
+    let (mut proc, addr, logs) = spawn_serving(&[
         "--log.level=debug",
         &format!("--log.format={format}"),
         "--config.file",
@@ -313,7 +257,7 @@ async fn secrets_never_leak(format: &str) {
     if let Some(mut o) = proc.0.stdout.take() {
         let _ = o.read_to_string(&mut stdout);
     }
-    let logs = read_all(&rx);
+    let logs = read_all(&logs.rest);
     assert!(logs.contains("shutting down"), "logs: {logs}");
     assert!(sim.tokens_issued() >= 2, "token refresh exercised");
     for (what, text) in [
@@ -361,7 +305,7 @@ async fn secrets_never_reach_json_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_live_metrics_from_the_embedded_simulator() {
-    let (mut proc, addr, _rx) = spawn_serving(&["demo"]);
+    let (mut proc, addr, _logs) = spawn_serving(&["demo"]);
     let m = wait_for(Duration::from_secs(30), "demo deliveries", || async {
         let m = scrape(addr).await;
         (m.sum("webhook_deliveries_total", &[]) > 0.0).then_some(m)

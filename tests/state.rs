@@ -4,75 +4,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rand::Rng;
 use webhook_log_exporter::sim::{Sim, SimConfig, SimWebhook};
 
-const BIN: &str = env!("CARGO_BIN_EXE_webhook-log-exporter");
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The log lines of a spawned exporter: those before it served, and the rest.
-struct Logs {
-    startup: Vec<String>,
-    rest: std::sync::mpsc::Receiver<String>,
-}
-
 /// Starts the binary on an ephemeral port; returns it, its address and its log lines.
 fn spawn(config: &Path) -> (Proc, std::net::SocketAddr, Logs) {
-    let mut proc = Proc(
-        Command::new(BIN)
-            .arg("--config.file")
-            .arg(config)
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn binary"),
-    );
-    let stderr = proc.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-            break;
-        };
-        if let Some(i) = line.find("address=") {
-            if let Ok(a) = line[i + 8..].split(' ').next().unwrap_or("").parse() {
-                return (
-                    proc,
-                    a,
-                    Logs {
-                        startup: seen,
-                        rest: rx,
-                    },
-                );
-            }
-        }
-        seen.push(line);
-    }
-    panic!("exporter did not start: {seen:#?}");
+    spawn_exporter(exporter_command().arg("--config.file").arg(config))
 }
 
 fn drain(logs: &Logs) -> String {

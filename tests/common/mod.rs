@@ -1,11 +1,15 @@
 //! Shared helpers of the integration tests: start the simulator and the real
-//! exporter server on loopback, scrape, parse, wait for conditions.
+//! exporter server on loopback (in process, or the built binary), scrape,
+//! parse, wait for conditions.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -96,6 +100,83 @@ pub async fn start_exporter_with_file(path: &Path) -> Running {
         webhook_log_exporter::app::run(config, Some(path), listener, "/metrics", s).await
     });
     Running { addr, stop, task }
+}
+
+/// The exporter binary Cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_webhook-log-exporter");
+
+/// A child process killed on drop, whatever happens in the test.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The log lines of a spawned exporter: those before it served, and the rest.
+pub struct Logs {
+    pub startup: Vec<String>,
+    pub rest: Receiver<String>,
+}
+
+/// The exporter binary with its stdout discarded; add arguments (or another
+/// stdout), then hand it to [`spawn_exporter`].
+pub fn exporter_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.stdout(Stdio::null());
+    cmd
+}
+
+/// Starts `cmd` (see [`exporter_command`]) with
+/// `--web.listen-address=127.0.0.1:0` and its stderr captured; returns it, its
+/// address (read from its "serving metrics" log line, logfmt or JSON) and its
+/// log lines. Its stderr is read to the end even once the [`Logs`] are
+/// dropped, so the child never blocks on a full pipe.
+pub fn spawn_exporter(cmd: &mut Command) -> (Proc, SocketAddr, Logs) {
+    let mut proc = Proc(
+        cmd.arg("--web.listen-address=127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn binary"),
+    );
+    let stderr = proc.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Keep draining so the child never blocks on a full pipe.
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            break;
+        };
+        if let Some(addr) = serving_address(&line) {
+            let logs = Logs {
+                startup: seen,
+                rest: rx,
+            };
+            return (proc, addr, logs);
+        }
+        seen.push(line);
+    }
+    panic!("exporter did not start, no serving line: {seen:#?}");
+}
+
+/// The address of a log line's `address` field, logfmt or JSON.
+fn serving_address(line: &str) -> Option<SocketAddr> {
+    if let Some(i) = line.find("address=") {
+        let addr = line[i + 8..].split([' ', ',', '"']).next().unwrap_or("");
+        if let Ok(a) = addr.parse() {
+            return Some(a);
+        }
+    }
+    let i = line.find("\"address\":\"")?;
+    line[i + 11..].split('"').next().unwrap_or("").parse().ok()
 }
 
 pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
