@@ -65,9 +65,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The `reason` label of `webhook_exporter_api_errors_total`.
+    /// The `reason` label of `webhook_exporter_api_errors_total`. Credentials
+    /// refused (HTTP or body 401/403) are `auth`, like a failed token flow, so
+    /// one label tells an on-call engineer the key is wrong or revoked.
     pub fn reason(&self) -> &'static str {
         match self {
+            ApiError::Http {
+                status: 401 | 403, ..
+            }
+            | ApiError::Api {
+                code: 401 | 403, ..
+            } => "auth",
             ApiError::Http { .. } | ApiError::NotFound => "http",
             ApiError::Timeout => "timeout",
             ApiError::Connect(_) => "connect",
@@ -406,6 +414,17 @@ mod tests {
     #[test]
     fn error_reasons_are_the_spec_labels() {
         assert_eq!(ApiError::Timeout.reason(), "timeout");
+        for status in [401, 403] {
+            let http = ApiError::Http {
+                status,
+                retry_after: None,
+            };
+            let body = ApiError::Api {
+                code: i64::from(status),
+                message: String::new(),
+            };
+            assert_eq!((http.reason(), body.reason()), ("auth", "auth"));
+        }
         assert_eq!(
             ApiError::Http {
                 status: 503,

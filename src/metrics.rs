@@ -59,6 +59,11 @@ pub struct SelfMetrics {
     pub reload_successful: prometheus::IntGauge,
     /// `webhook_exporter_config_last_reload_success_timestamp_seconds`.
     pub reload_success_time: prometheus::Gauge,
+    /// `webhook_exporter_web_config_last_reload_successful`: the
+    /// `--web.config.file` files, re-read when they change.
+    pub web_reload_successful: prometheus::IntGauge,
+    /// `webhook_exporter_web_config_last_reload_success_timestamp_seconds`.
+    pub web_reload_success_time: prometheus::Gauge,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -179,6 +184,16 @@ impl SelfMetrics {
             "webhook_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load.",
         )?;
+        let web_reload_successful = prometheus::IntGauge::new(
+            "webhook_exporter_web_config_last_reload_successful",
+            "1 if the web configuration (--web.config.file) in force is the one its files hold.",
+        )?;
+        let web_reload_success_time = prometheus::Gauge::new(
+            "webhook_exporter_web_config_last_reload_success_timestamp_seconds",
+            "Unix time the web configuration was last loaded successfully.",
+        )?;
+        web_reload_successful.set(1);
+        web_reload_success_time.set(crate::provider::unix_now());
         for result in ["success", "error"] {
             state_writes.with_label_values(&[result]);
         }
@@ -194,6 +209,8 @@ impl SelfMetrics {
         registry.register(Box::new(retention_gap.clone()))?;
         registry.register(Box::new(reload_successful.clone()))?;
         registry.register(Box::new(reload_success_time.clone()))?;
+        registry.register(Box::new(web_reload_successful.clone()))?;
+        registry.register(Box::new(web_reload_success_time.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -214,6 +231,8 @@ impl SelfMetrics {
             retention_gap,
             reload_successful,
             reload_success_time,
+            web_reload_successful,
+            web_reload_success_time,
         })
     }
 

@@ -73,7 +73,7 @@ pub async fn serve_with(
         return serve(listener, state, stop).await;
     };
     let live = LiveWebConfig::new(web);
-    tokio::spawn(live.clone().watch(stop.clone()));
+    tokio::spawn(live.clone().watch(stop.clone(), state.metrics.clone()));
     let app = router(state).layer(axum::middleware::from_fn_with_state(
         live.clone(),
         webconfig::guard,

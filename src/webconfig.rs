@@ -1260,7 +1260,12 @@ impl LiveWebConfig {
     }
 
     /// Checks for changes every [`WATCH_INTERVAL`] until `stop`.
-    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+    /// Sets `webhook_exporter_web_config_last_reload_*` in `metrics`.
+    pub async fn watch(
+        self: Arc<Self>,
+        stop: CancellationToken,
+        metrics: Arc<crate::metrics::SelfMetrics>,
+    ) {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -1268,13 +1273,20 @@ impl LiveWebConfig {
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.reload_if_changed()).await {
                 Ok(Ok(true)) => {
+                    metrics.web_reload_successful.set(1);
+                    metrics
+                        .web_reload_success_time
+                        .set(crate::provider::unix_now());
                     tracing::info!(summary = %self.active.load().config.summary(), "web configuration reloaded")
                 }
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::error!(
-                    error = %e,
-                    "web configuration changed but cannot be used; the previous one stays in force"
-                ),
+                Ok(Err(e)) => {
+                    metrics.web_reload_successful.set(0);
+                    tracing::error!(
+                        error = %e,
+                        "web configuration changed but cannot be used; the previous one stays in force"
+                    )
+                }
                 Err(e) => tracing::error!(error = %e, "web configuration check failed"),
             }
         }

@@ -3,12 +3,15 @@
 //! Certificates are made at test time (rcgen): a CA, a server certificate for
 //! localhost/127.0.0.1, a client certificate, and a rogue CA with its own.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{BIN, Proc, exporter_command, spawn_exporter};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -24,7 +27,6 @@ use webhook_log_exporter::config::Config;
 use webhook_log_exporter::server::serve_with;
 use webhook_log_exporter::webconfig::{WATCH_INTERVAL, WebConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_webhook-log-exporter");
 /// Every network step of a test is bounded by this.
 const STEP: Duration = Duration::from_secs(10);
 
@@ -675,6 +677,20 @@ async fn edits_of_the_file_and_certificates_apply_without_restart() {
     );
     tokio::time::sleep(WATCH_INTERVAL * 3).await;
     assert_eq!(with("new").await, Some(200));
+    let reload_gauge = || {
+        let r = client.get(&url).basic_auth("alice", Some("new"));
+        async move {
+            let body = r.send().await.ok()?.text().await.ok()?;
+            body.lines()
+                .find_map(|l| l.strip_prefix("webhook_exporter_web_config_last_reload_successful "))
+                .map(str::to_string)
+        }
+    };
+    assert_eq!(
+        reload_gauge().await.as_deref(),
+        Some("0"),
+        "a refused edit shows"
+    );
 
     // A rotated certificate, from another CA: new handshakes use it.
     let ca2 = Ca::new("rotated CA");
@@ -690,6 +706,18 @@ async fn edits_of_the_file_and_certificates_apply_without_restart() {
     .await;
     let old = handshake(server.addr, client_tls(&pki.ca.pem(), BOTH, None)).await;
     assert!(old.is_err(), "{old:?}");
+    // The rotated files hold a valid configuration: the gauge says so.
+    let client = https_to(&server, client_tls(&ca2.pem(), BOTH, None));
+    let r = client
+        .get(&url)
+        .basic_auth("alice", Some("new"))
+        .send()
+        .await;
+    let body = r.expect("scrape").text().await.expect("body");
+    assert!(
+        body.contains("\nwebhook_exporter_web_config_last_reload_successful 1\n"),
+        "{body}"
+    );
     server.shutdown().await;
 }
 
@@ -876,16 +904,6 @@ fn bad_web_configs_name_file_line_and_key() {
 // The real binary, with curl
 // ---------------------------------------------------------------------------
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn exporter_config(dir: &Path) -> PathBuf {
     let p = dir.join("exporter.yml");
     std::fs::write(
@@ -900,48 +918,14 @@ fn exporter_config(dir: &Path) -> PathBuf {
 /// Starts the binary on 127.0.0.1:0; returns it and its port (from its
 /// "serving metrics" log line).
 fn spawn_binary(config: &Path, web: &Path) -> (Proc, u16) {
-    use std::io::BufRead;
-    let mut proc = Proc(
-        Command::new(BIN)
+    let (proc, addr, _) = spawn_exporter(
+        exporter_command()
             .arg("--config.file")
             .arg(config)
             .arg("--web.config.file")
-            .arg(web)
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn"),
+            .arg(web),
     );
-    let stderr = proc.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-            break;
-        };
-        if line.contains("serving metrics") {
-            if let Some(i) = line.find("address=127.0.0.1:") {
-                let port = line[i + 18..].split([' ', ',']).next().unwrap_or("");
-                if let Ok(p) = port.parse() {
-                    return (proc, p);
-                }
-            }
-        }
-        seen.push(line);
-    }
-    panic!("no serving line: {seen:#?}");
+    (proc, addr.port())
 }
 
 /// `curl` with `args`; (HTTP status or 0, HTTP version, exit success).
