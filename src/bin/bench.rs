@@ -533,6 +533,10 @@ impl Bench {
             rates.push(rate);
             ratios.push(rate / parse);
         }
+        eprintln!(
+            "# ingest rounds (median printed): {}",
+            rounds_note(&rates, &ratios)
+        );
         figure(
             "ingest_entries_per_s",
             percentile(&rates, 50.0),
