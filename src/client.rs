@@ -169,19 +169,29 @@ pub struct ClientSettings {
     pub max_body: usize,
     /// Retries per call.
     pub max_retries: u32,
+    /// Calls that may be in flight at once: that many idle connections are
+    /// kept, so none is closed and reopened (a TLS handshake) between walks.
+    pub connections: usize,
 }
 
 /// Builds the reqwest client every source uses: rustls with the platform's
 /// roots (certificates are always verified), no proxy surprises, a user agent.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    client_builder(timeout, 8).build()
+}
+
+/// [`http_client`] keeping up to `idle` connections per host. Redirects are
+/// not followed: the APIs do not redirect, and a redirect is an answer to
+/// see (an error), not a reason to send credentials somewhere else.
+fn client_builder(timeout: Duration, idle: usize) -> reqwest::ClientBuilder {
     // reqwest is built without a default crypto provider; install ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("webhook-log-exporter/", env!("CARGO_PKG_VERSION")))
-        .pool_max_idle_per_host(8)
-        .build()
+        .pool_max_idle_per_host(idle)
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 impl ApiClient {
@@ -190,7 +200,7 @@ impl ApiClient {
         settings: ClientSettings,
         metrics: Arc<SelfMetrics>,
     ) -> Result<Self, reqwest::Error> {
-        let http = http_client(settings.timeout)?;
+        let http = client_builder(settings.timeout, settings.connections.max(1)).build()?;
         let rl = settings.rate_limit;
         let period = Duration::from_secs_f64(1.0 / rl.requests_per_second);
         let quota = Quota::with_period(period)

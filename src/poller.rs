@@ -92,6 +92,8 @@ impl SourceRuntime {
                 timeout: global.request_timeout,
                 max_body: global.max_response_bytes,
                 max_retries: global.max_retries,
+                // Every walk in flight, and discovery.
+                connections: sc.concurrency + 1,
             },
             metrics.clone(),
         )?);
