@@ -1085,6 +1085,29 @@ mod tests {
         assert_eq!(s.rate_limit.requests_per_second, 10.0);
         assert_eq!(s.rate_limit.burst.get(), 10);
         assert_eq!(s.poll_interval, Duration::from_secs(30));
+        assert_eq!(s.concurrency, 5, "half the default 10 requests/s");
+    }
+
+    #[test]
+    fn concurrency_follows_the_rate_limit_unless_given() {
+        let with = |extra: &str| {
+            parse(&format!("{MINIMAL}{extra}"))
+                .map(|c| c.sources[0].concurrency)
+                .ok()
+        };
+        assert_eq!(with("    rate_limit: {requests_per_second: 1}\n"), Some(4));
+        assert_eq!(
+            with("    rate_limit: {requests_per_second: 49}\n"),
+            Some(25)
+        );
+        assert_eq!(
+            with("    rate_limit: {requests_per_second: 5000}\n"),
+            Some(64)
+        );
+        assert_eq!(
+            with("    rate_limit: {requests_per_second: 5000}\n    concurrency: 2\n"),
+            Some(2)
+        );
     }
 
     #[test]

@@ -393,6 +393,11 @@ impl Pooled {
             None => String::new(),
         };
         drop(pool);
+        // A page that shrank (webhooks removed) does not keep its peak's
+        // memory: a buffer far larger than its part is cut down.
+        if buf.capacity() > 2 * hint.max(SELF_HINT) {
+            buf.shrink_to(hint);
+        }
         buf.reserve(hint);
         Pooled(buf)
     }
@@ -921,6 +926,10 @@ mod tests {
         // Pooled buffers come back cleared: the next scrape is the same text.
         drop(page(&sources));
         assert_eq!(page(&sources), got);
+        // A buffer far larger than its part is cut down when taken.
+        drop(Pooled(String::with_capacity(64 << 20)));
+        let taken: Vec<Pooled> = (0..POOL_MAX).map(|_| Pooled::take(SELF_HINT)).collect();
+        assert!(taken.iter().all(|p| p.0.capacity() < 64 << 20));
         let counted: Vec<Visible> = vec![(handle.clone(), handle.webhooks())];
         let want = reference_per_event(&counted);
         assert!(got.starts_with(&want), "got:\n{got}\nwant prefix:\n{want}");
