@@ -505,6 +505,55 @@ async fn rate_limit_holds_at_the_server_over_any_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_in_flight_reuse_their_connections() {
+    // 24 webhooks walked 24 at a time against a provider 30 ms away, polled
+    // every 100 ms: every poll has 24 calls in flight at once. Once the first
+    // polls opened them, no connection may be closed and reopened (against a
+    // real provider, a TLS handshake per call).
+    let webhooks: Vec<SimWebhook> = (0..24)
+        .map(|i| SimWebhook {
+            id: format!("hook{i}"),
+            name: String::new(),
+            enabled: true,
+            events: vec!["e".into()],
+        })
+        .collect();
+    let sim = start_sim(SimConfig {
+        webhooks,
+        latency: Duration::from_millis(30),
+        ..SimConfig::default()
+    })
+    .await;
+    for i in 0..24 {
+        sim.generate(i, 5);
+    }
+    let text = config_text(
+        "  poll_interval: 100ms\n",
+        &[authing_source(
+            "a",
+            &sim,
+            "    concurrency: 24\n    rate_limit: {requests_per_second: 1000, burst: 100}\n",
+        )],
+    );
+    let exp = start_exporter(&text).await;
+    wait_for_truth(exp.addr, &sim, "a", Duration::from_secs(20)).await;
+    let (calls, opened) = (
+        sim.request_count("get-webhook-logs"),
+        sim.connections_accepted(),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = sim.request_count("get-webhook-logs") - calls;
+    let opened = sim.connections_accepted() - opened;
+    let total = sim.connections_accepted();
+    exp.shutdown().await;
+    assert!(calls >= 100, "only {calls} log calls in 2 s");
+    assert!(
+        opened <= 1,
+        "{opened} connections opened during {calls} calls ({total} in all): connections are being reopened"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_label_cap_folds_into_other() {
     let sim = start_sim(SimConfig {
         failure_ratio: 1.0,

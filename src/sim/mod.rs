@@ -80,6 +80,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Error messages of failed deliveries; empty: a realistic built-in mix.
     pub error_messages: Vec<String>,
+    /// How long each logs answer takes (a provider's round trip).
+    pub latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -106,6 +108,7 @@ impl Default for SimConfig {
             access_key_secret: "sim-access-key-secret-DO-NOT-LEAK".into(),
             seed: 1,
             error_messages: Vec::new(),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -356,6 +359,8 @@ pub struct Sim {
     state: Arc<Mutex<SimState>>,
     addr: SocketAddr,
     stop: CancellationToken,
+    /// TCP connections accepted so far.
+    connections: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -626,6 +631,11 @@ impl Sim {
             .route("/api/v3/get-webhook-logs", post(webhook_logs))
             .with_state(state.clone());
         let s = stop.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let accepted = connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(s.cancelled_owned())
@@ -642,7 +652,12 @@ impl Sim {
                 last = now;
             }
         });
-        Ok(Sim { state, addr, stop })
+        Ok(Sim {
+            state,
+            addr,
+            stop,
+            connections,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -733,7 +748,12 @@ impl Sim {
         lock(&self.state).tokens_issued
     }
 
-    /// Requests received so far, by endpoint.
+    /// TCP connections the simulator has accepted.
+    pub fn connections_accepted(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests seen for `endpoint`.
     pub fn request_count(&self, endpoint: &str) -> usize {
         lock(&self.state)
             .requests
@@ -1037,6 +1057,10 @@ async fn webhook_logs(
     let Some(Json(req)) = body else {
         return body_error(400, "bad request");
     };
+    let latency = lock(&state).cfg.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let fault = {
         let mut st = lock(&state);
         if let Some(refused) = st.admit("get-webhook-logs", &headers) {
