@@ -199,6 +199,22 @@ mod tests {
     }
 
     #[test]
+    fn floats_come_back_bit_for_bit() {
+        // A histogram `_sum` restored one ulp low is a counter going back:
+        // Prometheus would see a reset. serde_json's default float parser is
+        // only best-effort; the state file needs `float_roundtrip`.
+        let mut x = 0.1f64;
+        for i in 0..20_000u32 {
+            x += f64::from(i % 97) * 0.012_345_678_9 + 1e-9;
+            let text = serde_json::to_string(&x).unwrap_or_default();
+            let back: f64 = serde_json::from_str(&text).unwrap_or(f64::NAN);
+            assert_eq!(back.to_bits(), x.to_bits(), "{x} came back as {back}");
+        }
+        let v: f64 = serde_json::from_str("27.56827449798584").unwrap_or(f64::NAN);
+        assert_eq!(v, 27.568_274_497_985_84);
+    }
+
+    #[test]
     fn corrupt_truncated_and_foreign_versions_are_set_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("s.json");
