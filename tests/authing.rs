@@ -464,18 +464,22 @@ async fn oversized_bodies_are_refused_not_buffered() {
     exp.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_holds_at_the_server_over_any_second() {
-    let webhooks: Vec<SimWebhook> = (0..8)
+/// `n` webhooks `hook0`… with one event each.
+fn hooks(n: usize) -> Vec<SimWebhook> {
+    (0..n)
         .map(|i| SimWebhook {
             id: format!("hook{i}"),
             name: String::new(),
             enabled: true,
             events: vec!["e".into()],
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_at_the_server_over_any_second() {
     let sim = start_sim(SimConfig {
-        webhooks,
+        webhooks: hooks(8),
         ..SimConfig::default()
     })
     .await;
@@ -510,16 +514,8 @@ async fn walks_in_flight_reuse_their_connections() {
     // every 100 ms: every poll has 24 calls in flight at once. Once the first
     // polls opened them, no connection may be closed and reopened (against a
     // real provider, a TLS handshake per call).
-    let webhooks: Vec<SimWebhook> = (0..24)
-        .map(|i| SimWebhook {
-            id: format!("hook{i}"),
-            name: String::new(),
-            enabled: true,
-            events: vec!["e".into()],
-        })
-        .collect();
     let sim = start_sim(SimConfig {
-        webhooks,
+        webhooks: hooks(24),
         latency: Duration::from_millis(30),
         ..SimConfig::default()
     })

@@ -519,9 +519,7 @@ impl Bench {
             .map(|c| format!("    concurrency: {c}\n"))
             .unwrap_or_default()
     }
-}
 
-impl Bench {
     /// The Authing ingest figures: the median of `rounds` rounds, each an
     /// end-to-end walk followed by the parse baseline on the same core, so a
     /// slower moment of a shared host shows in both halves of its ratio.

@@ -378,6 +378,29 @@ const NETWORK_ERRORS: &[&str] = &[
 ];
 
 impl SimState {
+    /// A simulator with no logs yet; its randomness comes from `cfg.seed`.
+    fn new(cfg: SimConfig) -> SimState {
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        SimState {
+            cfg,
+            logs: HashMap::new(),
+            truth: Vec::new(),
+            tokens: HashMap::new(),
+            faults: VecDeque::new(),
+            faults_served: Vec::new(),
+            served_by_kind: BTreeMap::new(),
+            random_faults: None,
+            requests: Vec::new(),
+            drift_per_page: 0,
+            duplicate_next: false,
+            rng,
+            next_payload: 0,
+            carry: 0.0,
+            last_ms: 0,
+            tokens_issued: 0,
+        }
+    }
+
     fn now_ms(&mut self) -> i64 {
         // Strictly increasing ms timestamps keep the truth's order unambiguous.
         let now = chrono::Utc::now().timestamp_millis();
@@ -605,25 +628,7 @@ impl Sim {
     pub async fn start(cfg: SimConfig) -> std::io::Result<Sim> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let rng = StdRng::seed_from_u64(cfg.seed);
-        let state = Arc::new(Mutex::new(SimState {
-            cfg,
-            logs: HashMap::new(),
-            truth: Vec::new(),
-            tokens: HashMap::new(),
-            faults: VecDeque::new(),
-            faults_served: Vec::new(),
-            served_by_kind: BTreeMap::new(),
-            random_faults: None,
-            requests: Vec::new(),
-            drift_per_page: 0,
-            duplicate_next: false,
-            rng,
-            next_payload: 0,
-            carry: 0.0,
-            last_ms: 0,
-            tokens_issued: 0,
-        }));
+        let state = Arc::new(Mutex::new(SimState::new(cfg)));
         let stop = CancellationToken::new();
         let app = Router::new()
             .route("/api/v3/get-management-token", post(token))
@@ -1101,27 +1106,11 @@ mod tests {
 
     #[test]
     fn entries_render_as_their_json_value() {
-        let mut st = SimState {
-            cfg: SimConfig {
-                failure_ratio: 0.6,
-                ..SimConfig::default()
-            },
-            logs: HashMap::new(),
-            truth: Vec::new(),
-            tokens: HashMap::new(),
-            faults: VecDeque::new(),
-            faults_served: Vec::new(),
-            served_by_kind: BTreeMap::new(),
-            random_faults: None,
-            requests: Vec::new(),
-            drift_per_page: 0,
-            duplicate_next: false,
-            rng: StdRng::seed_from_u64(7),
-            next_payload: 0,
-            carry: 0.0,
-            last_ms: 0,
-            tokens_issued: 0,
-        };
+        let mut st = SimState::new(SimConfig {
+            failure_ratio: 0.6,
+            seed: 7,
+            ..SimConfig::default()
+        });
         st.generate(0, 300);
         let mut odd = st.truth[0].clone();
         odd.error = Some("quote \" backslash \\ newline \n unicode \u{e9}".into());
