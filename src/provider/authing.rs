@@ -1006,23 +1006,11 @@ impl Provider for Arc<Authing> {
     }
 
     fn walker(&self, webhook_id: &str, saved: Option<serde_json::Value>) -> Box<dyn Walker> {
-        let cursor = match saved {
-            None => Cursor::default(),
-            Some(v) => serde_json::from_value::<Cursor>(v).unwrap_or_else(|e| {
-                // Its counts were restored: counting the lookback again would
-                // count twice. Resume from now and say what may be missed.
-                tracing::error!(
-                    source = self.client.source(),
-                    webhook = webhook_id,
-                    error = %e,
-                    "saved cursor unreadable; resuming from now (logs since the last checkpoint are not counted)"
-                );
-                Cursor {
-                    dedupe: Some(ContentDedupe::first_sight((unix_now() * 1000.0) as i64, 0)),
-                    ..Cursor::default()
-                }
-            }),
-        };
+        let cursor =
+            super::restore_cursor(saved, self.client.source(), webhook_id, "logs", || Cursor {
+                dedupe: Some(ContentDedupe::first_sight((unix_now() * 1000.0) as i64, 0)),
+                ..Cursor::default()
+            });
         Box::new(AuthingWalker {
             provider: self.clone(),
             webhook: webhook_id.to_string(),

@@ -1180,23 +1180,13 @@ impl Provider for Arc<Bird> {
     }
 
     fn walker(&self, webhook_id: &str, saved: Option<serde_json::Value>) -> Box<dyn Walker> {
-        let cursor = match saved {
-            None => Cursor::default(),
-            Some(v) => serde_json::from_value::<Cursor>(v).unwrap_or_else(|e| {
-                // Its counts were restored: counting the lookback again would
-                // count twice. Resume from now and say what may be missed.
-                tracing::error!(
-                    source = self.client.source(),
-                    webhook = webhook_id,
-                    error = %e,
-                    "saved cursor unreadable; resuming from now (requests since the last checkpoint are not counted)"
-                );
+        let cursor =
+            super::restore_cursor(saved, self.client.source(), webhook_id, "requests", || {
                 Cursor {
                     floor_ms: Some((unix_now() * 1000.0) as i64),
                     ..Cursor::default()
                 }
-            }),
-        };
+            });
         Box::new(BirdWalker {
             provider: self.clone(),
             sub: webhook_id.to_string(),

@@ -120,6 +120,31 @@ pub fn build(global: &Global, source: &SourceConfig, client: Arc<ApiClient>) -> 
     }
 }
 
+/// A walker's saved cursor. `None` saved: `C::default()`. A cursor that does
+/// not parse (a file from another build) is logged and replaced by `fresh()`:
+/// its webhook's counts were restored, so counting the lookback again would
+/// count twice; the walker resumes from now and the log says what `missed`.
+pub fn restore_cursor<C: serde::de::DeserializeOwned + Default>(
+    saved: Option<serde_json::Value>,
+    source: &str,
+    webhook: &str,
+    missed: &str,
+    fresh: impl FnOnce() -> C,
+) -> C {
+    let Some(v) = saved else {
+        return C::default();
+    };
+    serde_json::from_value(v).unwrap_or_else(|e| {
+        tracing::error!(
+            source,
+            webhook,
+            error = %e,
+            "saved cursor unreadable; resuming from now ({missed} since the last checkpoint are not counted)"
+        );
+        fresh()
+    })
+}
+
 /// Unix time now, in seconds.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
