@@ -595,7 +595,13 @@ fn render_ledger(sources: &[Arc<SourceHandle>], parts: &mut Vec<Pooled>) {
     let heads: [String; 6] = std::array::from_fn(|i| format!("{}{{", PER_EVENT[i].0));
     let mut prefix = String::new();
     let mut code = String::new();
+    let mut tails: Vec<SourceTail> = Vec::with_capacity(counted.len());
     for (s, ws) in &counted {
+        let mut tail = SourceTail {
+            lag: Histogram::new(LAG_BUCKETS),
+            invalid: 0,
+            last: Vec::with_capacity(ws.len()),
+        };
         for w in ws {
             prefix.clear();
             prefix.push_str("source=\"");
@@ -607,6 +613,11 @@ fn render_ledger(sources: &[Arc<SourceHandle>], parts: &mut Vec<Pooled>) {
             prefix.push_str("\",event=\"");
             let base = prefix.len();
             w.ledger.with_visible(|c: &WebhookCounts| {
+                if let Some(l) = &c.lag {
+                    tail.lag.add(l);
+                }
+                tail.invalid += c.invalid;
+                tail.last.push((c.last_success, c.last_failure));
                 for (event, e) in &c.events {
                     prefix.truncate(base);
                     escape_into(&mut prefix, event);
@@ -644,40 +655,45 @@ fn render_ledger(sources: &[Arc<SourceHandle>], parts: &mut Vec<Pooled>) {
                 }
             });
         }
+        tails.push(tail);
     }
     for (i, p) in pooled.into_iter().enumerate() {
         FAMILY_BYTES[i].store(p.0.len(), Ordering::Relaxed);
         parts.push(p);
     }
     let mut tail = Pooled::take(hint(PER_EVENT.len()));
-    render_tail(&all, &counted, &mut tail.0);
+    render_tail(&all, &counted, &tails, &mut tail.0);
     FAMILY_BYTES[PER_EVENT.len()].store(tail.0.len(), Ordering::Relaxed);
     parts.push(tail);
 }
 
+/// What the tail families need of a source's counted webhooks, read in the
+/// same locked pass as the per-event families.
+struct SourceTail {
+    /// The webhooks' lag histograms, summed in webhook order.
+    lag: Histogram,
+    /// Invalid entries skipped by its webhooks.
+    invalid: u64,
+    /// (last success, last failure) of each webhook, in `counted` order.
+    last: Vec<(Option<f64>, Option<f64>)>,
+}
+
 /// The families after the per-event ones: a few series per webhook or source.
-fn render_tail(all: &[Visible], counted: &[Visible], out: &mut String) {
+/// `tails` parallels `counted`.
+fn render_tail(all: &[Visible], counted: &[Visible], tails: &[SourceTail], out: &mut String) {
     header(
         out,
         "webhook_delivery_lag_seconds",
         "histogram",
         "Time from a delivery's own timestamp to when the exporter counted it.",
     );
-    for (s, ws) in counted {
-        let mut h = Histogram::new(LAG_BUCKETS);
-        for w in ws {
-            w.ledger.with_visible(|c| {
-                if let Some(l) = &c.lag {
-                    h.add(l);
-                }
-            });
-        }
+    for ((s, _), t) in counted.iter().zip(tails) {
         histogram(
             out,
             "webhook_delivery_lag_seconds",
             &[("source", &s.name), ("provider", s.provider)],
             LAG_BUCKETS,
-            &h,
+            &t.lag,
         );
     }
 
@@ -687,10 +703,9 @@ fn render_tail(all: &[Visible], counted: &[Visible], out: &mut String) {
         "gauge",
         "Timestamp of the newest delivery seen, by outcome.",
     );
-    for (s, ws) in counted {
-        for w in ws {
-            let (ok, bad) = w.ledger.with_visible(|c| (c.last_success, c.last_failure));
-            for (outcome, ts) in [("success", ok), ("failure", bad)] {
+    for ((s, ws), t) in counted.iter().zip(tails) {
+        for (w, (ok, bad)) in ws.iter().zip(&t.last) {
+            for (outcome, ts) in [("success", *ok), ("failure", *bad)] {
                 if let Some(ts) = ts {
                     let labels = [
                         ("source", &*s.name),
@@ -774,14 +789,12 @@ fn render_tail(all: &[Visible], counted: &[Visible], out: &mut String) {
         "counter",
         "Log entries that could not be understood and were skipped.",
     );
-    for (s, ws) in counted {
+    for ((s, _), t) in counted.iter().zip(tails) {
         let n = s
             .ledger
             .logs_invalid
             .load(std::sync::atomic::Ordering::Relaxed)
-            + ws.iter()
-                .map(|w| w.ledger.with_visible(|c| c.invalid))
-                .sum::<u64>();
+            + t.invalid;
         sample(
             out,
             "webhook_exporter_logs_invalid_total",
