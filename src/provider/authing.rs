@@ -28,6 +28,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::scan::Scan;
 use super::{BoxFuture, Discovered, Provider, Sink, WalkReport, WalkSettings, Walker, unix_now};
 use crate::client::{ApiClient, ApiError, Request, short};
 use crate::config::{AuthingConfig, SourceConfig};
@@ -264,6 +265,9 @@ impl Authing {
                 body: Some(body.clone()),
             },
             |bytes| {
+                if let Some(page) = scan_logs_page(bytes) {
+                    return Ok(LogsPage::scanned(page));
+                }
                 let env: Envelope<LogsData> = decode_envelope(bytes, &self.client)?;
                 self.check_status(&env)?;
                 let data = env
@@ -346,18 +350,21 @@ struct LogsData<'a> {
     list: Vec<MaybeEntry<'a>>,
 }
 
-/// The fields of an entry that matter, still as raw JSON.
-#[derive(Default)]
+/// The fields of an entry that matter, still as raw JSON text.
+#[derive(Default, PartialEq)]
+#[cfg_attr(test, derive(Debug))]
 struct RawEntry<'a> {
-    event: Option<&'a RawValue>,
-    timestamp: Option<&'a RawValue>,
-    success: Option<&'a RawValue>,
-    status: Option<&'a RawValue>,
-    error: Option<&'a RawValue>,
-    body: Option<&'a RawValue>,
+    event: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    success: Option<&'a str>,
+    status: Option<&'a str>,
+    error: Option<&'a str>,
+    body: Option<&'a str>,
 }
 
 /// An element of `list`: an entry, or something else (counted as invalid).
+#[derive(PartialEq)]
+#[cfg_attr(test, derive(Debug))]
 enum MaybeEntry<'a> {
     Entry(RawEntry<'a>),
     NotAnObject(u128),
@@ -420,7 +427,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for MaybeEntry<'a> {
                             continue;
                         }
                     };
-                    *slot = Some(map.next_value::<&'de RawValue>()?);
+                    *slot = Some(map.next_value::<&'de RawValue>()?.get());
                 }
                 Ok(MaybeEntry::Entry(e))
             }
@@ -489,22 +496,23 @@ impl Entry {
     }
 }
 
-fn raw_bytes(v: Option<&RawValue>) -> &[u8] {
-    v.map_or(b"~", |r| r.get().as_bytes())
+fn raw_bytes(v: Option<&str>) -> &[u8] {
+    v.map_or(b"~", str::as_bytes)
 }
 
-fn json_str(v: &RawValue) -> Option<Cow<'_, str>> {
+/// A raw JSON value as a string, if it is one.
+fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     // A string without escapes is its bytes between the quotes: the raw value
     // is valid JSON already (no control characters inside), so the common
     // case needs no second parse.
-    if let Some(inner) = v.get().strip_prefix('"').and_then(|r| r.strip_suffix('"'))
-        && !inner.contains('\\')
+    if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+        && !inner.as_bytes().contains(&b'\\')
     {
         return Some(Cow::Borrowed(inner));
     }
-    match serde_json::from_str::<&str>(v.get()) {
+    match serde_json::from_str::<&str>(raw) {
         Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(v.get()).ok().map(Cow::Owned),
+        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
     }
 }
 
@@ -530,12 +538,12 @@ impl<'a> RawEntry<'a> {
         let key = self.key();
         let ts_ms = self.timestamp.and_then(parse_timestamp);
         let event = self.event.and_then(json_str).filter(|e| !e.is_empty());
-        let success = self.success.and_then(|v| match v.get() {
+        let success = self.success.and_then(|v| match v {
             "true" => Some(true),
             "false" => Some(false),
             _ => None,
         });
-        let status = match self.status.map(|v| v.get()) {
+        let status = match self.status {
             None | Some("null") => Some(StatusLabel::None),
             Some(s) => match s.parse::<i64>() {
                 Ok(n) => Some(StatusLabel::from_code(Some(n))),
@@ -547,7 +555,7 @@ impl<'a> RawEntry<'a> {
         };
         let error = match self.error {
             None => Some(None),
-            Some(v) if v.get() == "null" => Some(None),
+            Some("null") => Some(None),
             Some(v) => json_str(v).map(Some),
         };
         match (event, status, success, error, ts_ms) {
@@ -567,12 +575,11 @@ impl<'a> RawEntry<'a> {
 }
 
 /// Authing timestamps: `2022-09-20T08:55:00.188+0800`, RFC 3339, or epoch ms.
-fn parse_timestamp(v: &RawValue) -> Option<i64> {
-    let raw = v.get();
+fn parse_timestamp(raw: &str) -> Option<i64> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Some(ms);
     }
-    let s = json_str(v)?;
+    let s = json_str(raw)?;
     let s = s.as_ref();
     if let Some(ms) = fast_timestamp(s) {
         return Some(ms);
@@ -688,6 +695,112 @@ impl LogsPage {
             .collect();
         LogsPage { total, entries }
     }
+
+    fn scanned(page: ScannedPage<'_>) -> Self {
+        let total = page.total_count.unwrap_or(page.list.len() as u64);
+        let entries = page.list.into_iter().map(RawEntry::understand).collect();
+        LogsPage { total, entries }
+    }
+}
+
+/// A successful `get-webhook-logs` answer in the plain shape, scanned.
+#[derive(PartialEq)]
+#[cfg_attr(test, derive(Debug))]
+struct ScannedPage<'a> {
+    total_count: Option<u64>,
+    list: Vec<RawEntry<'a>>,
+}
+
+/// The fast path of [`Authing::fetch_logs`]: what `serde_json` would decode
+/// from a successful answer whose list holds only objects and whose keys
+/// have no escapes. `None` for anything else — an error status, a duplicate
+/// envelope field, a list element that is not an object, invalid JSON — and
+/// then `serde_json` decides, as it always did (see [`super::scan`]).
+fn scan_logs_page(bytes: &[u8]) -> Option<ScannedPage<'_>> {
+    let mut s = Scan::new(bytes)?;
+    s.object()?;
+    let (mut status, mut message, mut data) = (false, false, None);
+    let mut first = true;
+    while let Some(key) = s.next_key(&mut first)? {
+        match key {
+            "statusCode" if !status => {
+                (s.value()? == "200").then_some(())?;
+                status = true;
+            }
+            "message" if !message => {
+                s.plain_string()?;
+                message = true;
+            }
+            "data" if data.is_none() => data = Some(scan_logs_data(&mut s)?),
+            // A duplicate: serde_json refuses it.
+            "statusCode" | "message" | "data" => return None,
+            _ => {
+                s.value()?;
+            }
+        }
+    }
+    s.end()?;
+    status.then_some(data?)
+}
+
+fn scan_logs_data<'a>(s: &mut Scan<'a>) -> Option<ScannedPage<'a>> {
+    s.object()?;
+    let (mut total_count, mut list) = (None, None);
+    let mut first = true;
+    while let Some(key) = s.next_key(&mut first)? {
+        match key {
+            "totalCount" if total_count.is_none() => {
+                // `null`, or an integer that fits (digits only: the scanner
+                // took a JSON number, so no sign and no leading zero).
+                total_count = Some(match s.value()? {
+                    "null" => None,
+                    n if n.bytes().all(|c| c.is_ascii_digit()) => Some(n.parse::<u64>().ok()?),
+                    _ => return None,
+                });
+            }
+            "list" if list.is_none() => list = Some(scan_entries(s)?),
+            "totalCount" | "list" => return None,
+            _ => {
+                s.value()?;
+            }
+        }
+    }
+    Some(ScannedPage {
+        total_count: total_count.flatten(),
+        list: list.unwrap_or_default(),
+    })
+}
+
+fn scan_entries<'a>(s: &mut Scan<'a>) -> Option<Vec<RawEntry<'a>>> {
+    s.array()?;
+    let mut list = Vec::with_capacity(64);
+    let mut first = true;
+    while s.next_element(&mut first)? {
+        if s.peek_value()? != b'{' {
+            return None;
+        }
+        s.object()?;
+        let mut e = RawEntry::default();
+        let mut first_field = true;
+        while let Some(key) = s.next_key(&mut first_field)? {
+            // The last of duplicate fields wins, as in `MaybeEntry`'s visitor.
+            let slot = match key {
+                "eventName" => &mut e.event,
+                "timestamp" => &mut e.timestamp,
+                "success" => &mut e.success,
+                "responseStatusCode" => &mut e.status,
+                "errorMessage" => &mut e.error,
+                "requestBody" => &mut e.body,
+                _ => {
+                    s.value()?;
+                    continue;
+                }
+            };
+            *slot = Some(s.value()?);
+        }
+        list.push(e);
+    }
+    Some(list)
 }
 
 enum Parsed {
@@ -1023,13 +1136,13 @@ impl Provider for Arc<Authing> {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).expect("raw")
+    fn raw(s: &str) -> &str {
+        serde_json::from_str::<&RawValue>(s).expect("raw").get()
     }
 
     #[test]
     fn strings_with_and_without_escapes() {
-        let s = |j: &str| json_str(&raw(j)).map(|c| c.into_owned());
+        let s = |j: &str| json_str(raw(j)).map(|c| c.into_owned());
         assert_eq!(s(r#""user:created""#).as_deref(), Some("user:created"));
         assert_eq!(s(r#""""#).as_deref(), Some(""));
         assert_eq!(s(r#""a\"b\\c""#).as_deref(), Some("a\"b\\c"));
@@ -1041,18 +1154,18 @@ mod tests {
     #[test]
     fn timestamps_in_every_documented_shape() {
         assert_eq!(
-            parse_timestamp(&raw("\"2022-09-20T08:55:00.188+0800\"")),
+            parse_timestamp(raw("\"2022-09-20T08:55:00.188+0800\"")),
             Some(1_663_635_300_188)
         );
         assert_eq!(
-            parse_timestamp(&raw("\"2022-09-20T00:55:00.188Z\"")),
+            parse_timestamp(raw("\"2022-09-20T00:55:00.188Z\"")),
             Some(1_663_635_300_188)
         );
         assert_eq!(
-            parse_timestamp(&raw("1663635300188")),
+            parse_timestamp(raw("1663635300188")),
             Some(1_663_635_300_188)
         );
-        assert_eq!(parse_timestamp(&raw("\"yesterday\"")), None);
+        assert_eq!(parse_timestamp(raw("\"yesterday\"")), None);
     }
 
     #[test]
@@ -1152,6 +1265,242 @@ mod tests {
             2
         );
         assert_eq!(detect_order(&entries), Some(Order::NewestFirst));
+    }
+
+    /// What `serde_json` makes of a logs answer: the path the scanner falls
+    /// back to (`None`: it refuses the body, or the body is an error).
+    fn serde_page(bytes: &[u8]) -> Option<(Option<u64>, Vec<MaybeEntry<'_>>)> {
+        let env: Envelope<LogsData<'_>> = serde_json::from_slice(bytes).ok()?;
+        (env.status_code == Some(200)).then_some(())?;
+        let data = env.data?;
+        Some((data.total_count, data.list))
+    }
+
+    /// Whether the scanner took `bytes`; where it did, serde_json agrees.
+    fn scanned_and_agrees(bytes: &[u8]) -> bool {
+        let Some(page) = scan_logs_page(bytes) else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(bytes);
+        let Some((total, list)) = serde_page(bytes) else {
+            panic!("the scanner took a body serde_json refuses: {text}");
+        };
+        assert_eq!(page.total_count, total, "{text}");
+        let scanned: Vec<MaybeEntry<'_>> = page.list.into_iter().map(MaybeEntry::Entry).collect();
+        assert_eq!(scanned, list, "{text}");
+        true
+    }
+
+    /// `json` with random whitespace after its structural characters.
+    fn respace(json: &str, rng: &mut impl rand::Rng) -> String {
+        let mut out = String::with_capacity(json.len() * 2);
+        let (mut in_str, mut esc) = (false, false);
+        for c in json.chars() {
+            out.push(c);
+            if in_str {
+                match (esc, c) {
+                    (true, _) => esc = false,
+                    (false, '\\') => esc = true,
+                    (false, '"') => in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => in_str = true,
+                '{' | '[' | ',' | ':' | '}' | ']' => {
+                    for _ in 0..rng.random_range(0..3) {
+                        out.push([' ', '\n', '\t', '\r'][rng.random_range(0..4)]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A random page in the documented shape, with the variety real answers
+    /// have: optional and unknown fields, escapes, nesting, odd numbers.
+    fn random_page(rng: &mut impl rand::Rng) -> String {
+        use serde_json::{Value, json};
+        const STRINGS: [&str; 6] = [
+            "user:created",
+            "caf\u{e9} \"q\" \\ /",
+            "\n\t\u{1}",
+            "",
+            "中文",
+            "ERRTIMEOUT",
+        ];
+        fn pick(rng: &mut impl rand::Rng) -> Value {
+            match rng.random_range(0..8) {
+                0 => Value::Null,
+                1 => json!(rng.random_range(0..600)),
+                2 => json!(-1.5e3),
+                3 => json!(true),
+                4 => json!({"nested": [1, {"deep": [null, "x"]}], "k\"ey": "v"}),
+                5 => json!([]),
+                _ => json!(STRINGS[rng.random_range(0..6)]),
+            }
+        }
+        let mut list = Vec::new();
+        for i in 0..rng.random_range(0..12) {
+            let mut e = serde_json::Map::new();
+            for (k, v) in [
+                ("eventName", json!(STRINGS[i % 6])),
+                (
+                    "timestamp",
+                    json!(format!("2022-09-20T08:55:{:02}.188+0800", 59 - i)),
+                ),
+                ("success", json!(i % 3 != 0)),
+                ("responseStatusCode", json!(200 + i)),
+                ("errorMessage", json!(STRINGS[(i + 1) % 6])),
+                (
+                    "requestBody",
+                    json!({"eventName": "user:created", "data": {"id": i}}),
+                ),
+            ] {
+                if rng.random_range(0..6) > 0 {
+                    let v = if rng.random_range(0..5) > 0 {
+                        v
+                    } else {
+                        pick(rng)
+                    };
+                    e.insert(k.into(), v);
+                }
+            }
+            for k in ["webhookId", "requestHeaders", "responseBody", "x"] {
+                if rng.random_range(0..2) > 0 {
+                    e.insert(k.into(), pick(rng));
+                }
+            }
+            list.push(Value::Object(e));
+        }
+        let mut data = serde_json::Map::new();
+        if rng.random_range(0..5) > 0 {
+            data.insert("totalCount".into(), json!(rng.random_range(0..1000)));
+        }
+        data.insert("list".into(), Value::Array(list));
+        let mut env = serde_json::Map::new();
+        env.insert("statusCode".into(), json!(200));
+        if rng.random_range(0..2) > 0 {
+            env.insert("message".into(), json!("Operation successful"));
+        }
+        env.insert("requestId".into(), json!("934108e5"));
+        env.insert("data".into(), Value::Object(data));
+        respace(&Value::Object(env).to_string(), rng)
+    }
+
+    #[test]
+    fn scanned_pages_are_what_serde_json_decodes() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for _ in 0..2000 {
+            let page = random_page(&mut rng);
+            assert!(scanned_and_agrees(page.as_bytes()), "declined: {page}");
+        }
+    }
+
+    #[test]
+    fn pages_serde_json_must_decide_are_declined() {
+        let ok = r#"{"statusCode":200,"message":"","data":{"totalCount":1,"list":[{"eventName":"a","timestamp":"2022-09-20T08:55:00.188+0800","success":true}]}}"#;
+        let data = r#","data":{"totalCount":1,"list":[{"eventName":"a","timestamp":"2022-09-20T08:55:00.188+0800","success":true}]}"#;
+        let list = r#""list":[{"eventName":"a","timestamp":"2022-09-20T08:55:00.188+0800","success":true}]"#;
+        assert!(scanned_and_agrees(ok.as_bytes()));
+        for (what, from, to) in [
+            (
+                "an error status",
+                r#""statusCode":200"#,
+                r#""statusCode":401"#,
+            ),
+            (
+                "a float status",
+                r#""statusCode":200"#,
+                r#""statusCode":200.0"#,
+            ),
+            ("no status", r#""statusCode":200,"#, ""),
+            (
+                "a duplicate status",
+                r#""statusCode":200"#,
+                r#""statusCode":200,"statusCode":200"#,
+            ),
+            ("a null message", r#""message":"""#, r#""message":null"#),
+            (
+                "an escaped message",
+                r#""message":"""#,
+                r#""message":"\ud800""#,
+            ),
+            ("no data", data, ""),
+            ("null data", &data[1..], r#""data":null"#),
+            (
+                "a negative total",
+                r#""totalCount":1"#,
+                r#""totalCount":-1"#,
+            ),
+            ("a float total", r#""totalCount":1"#, r#""totalCount":1.0"#),
+            ("a string total", r#""totalCount":1"#, r#""totalCount":"1""#),
+            (
+                "a huge total",
+                r#""totalCount":1"#,
+                r#""totalCount":99999999999999999999"#,
+            ),
+            ("a duplicate list", r#""list":["#, r#""list":[],"list":["#),
+            ("a null list", list, r#""list":null"#),
+            ("an element not an object", r#""list":["#, r#""list":[42,"#),
+            ("an escaped key", r#""eventName""#, r#""event\u004eame""#),
+            (
+                "an escaped envelope key",
+                r#""statusCode""#,
+                r#""status\u0043ode""#,
+            ),
+            ("trailing characters", "]}}", "]}}x"),
+            ("a top-level array", r#"{"statusCode""#, r#"[{"statusCode""#),
+        ] {
+            assert_eq!(ok.matches(from).count(), 1, "{what}");
+            let bad = ok.replacen(from, to, 1);
+            assert!(scan_logs_page(bad.as_bytes()).is_none(), "{what}: {bad}");
+        }
+        // Duplicate entry fields are not refused: the last wins, in both.
+        let dup = ok.replacen(
+            r#""eventName":"a""#,
+            r#""eventName":"first","eventName":"a""#,
+            1,
+        );
+        assert!(scanned_and_agrees(dup.as_bytes()));
+        let page = scan_logs_page(dup.as_bytes()).expect("scanned");
+        assert_eq!(page.list[0].event, Some(r#""a""#));
+    }
+
+    #[test]
+    fn truncated_and_mutated_pages_never_disagree() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut pages = Vec::new();
+        while pages.len() < 3 {
+            let p = random_page(&mut rng);
+            if p.len() > 600 {
+                pages.push(p);
+            }
+        }
+        let mut taken = 0;
+        for page in &pages {
+            let b = page.as_bytes();
+            for n in 0..page.trim_end().len() {
+                // A truncated body is never a page: the envelope is cut.
+                assert!(!scanned_and_agrees(&b[..n]), "{n}");
+            }
+            for i in 0..b.len() {
+                for c in [
+                    b' ', b'"', b'\\', b',', b':', b'{', b'}', b'[', b']', b'0', b'-', b'e', b'n',
+                    0, 0xff,
+                ] {
+                    let mut m = b.to_vec();
+                    m[i] = c;
+                    taken += usize::from(scanned_and_agrees(&m));
+                }
+            }
+        }
+        // Not vacuous: many one-byte changes are still pages.
+        assert!(taken > 1000, "{taken}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod authing;
 pub mod bird;
+mod scan;
 
 use std::future::Future;
 use std::pin::Pin;

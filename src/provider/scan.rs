@@ -1,0 +1,426 @@
+//! A validating JSON scanner for the one hot path: a page of logs.
+//!
+//! `serde_json` into borrowed raw values is general, and on a page of logs it
+//! costs as much as everything else the exporter does with the page. This
+//! scanner walks the bytes once, checks the JSON grammar as it goes, and hands
+//! back slices of the raw text. It is deliberately partial: every method
+//! returns `None` for anything outside the plain shape — invalid JSON, escaped
+//! object keys, deep nesting — and the caller then decodes the body with
+//! `serde_json`, which gives the answer (or the error) it always gave. So the
+//! scanner never has to agree with `serde_json` on an edge case; it only has
+//! to decline it. Where it accepts, it must produce exactly what `serde_json`
+//! would: the differential tests in the providers hold it to that.
+//!
+//! What it accepts is what `serde_json` accepts when it skips a value
+//! (`IgnoredAny`, `RawValue`): strings without control characters whose
+//! escapes are `\" \\ \/ \b \f \n \r \t` or `\u` and four hex digits (a lone
+//! surrogate is not checked there either), numbers in the JSON grammar,
+//! `true`/`false`/`null`, objects and arrays. The input must be UTF-8 as a
+//! whole (`serde_json` checks each raw value it returns).
+
+/// Nesting the scanner follows below the value it was asked for; deeper
+/// values are left to `serde_json` (whose own limit is 128 in all).
+const MAX_DEPTH: u32 = 64;
+
+/// Bytes that end the fast run inside a string: the quote, the backslash and
+/// the control characters `serde_json` refuses.
+static STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// A cursor over a JSON text.
+pub(crate) struct Scan<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    /// A scanner over `bytes`, if they are UTF-8.
+    pub(crate) fn new(bytes: &'a [u8]) -> Option<Scan<'a>> {
+        Some(Scan {
+            text: std::str::from_utf8(bytes).ok()?,
+            at: 0,
+        })
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes().get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.bytes().get(self.at) == Some(&c)).then(|| self.at += 1)
+    }
+
+    /// Whitespace, then the end of the text.
+    pub(crate) fn end(mut self) -> Option<()> {
+        self.ws();
+        (self.at == self.text.len()).then_some(())
+    }
+
+    /// Enters an object: call [`Scan::next_key`] until it says the object ended.
+    pub(crate) fn object(&mut self) -> Option<()> {
+        self.eat(b'{')
+    }
+
+    /// The next key of the object being read, without its quotes (`None`
+    /// inside: the object ended). Keys with escapes are declined: what they
+    /// name is only known once unescaped.
+    pub(crate) fn next_key(&mut self, first: &mut bool) -> Option<Option<&'a str>> {
+        self.ws();
+        let c = *self.bytes().get(self.at)?;
+        if c == b'}' {
+            // `{}` and `{"a":1}`, never `{"a":1,}`.
+            self.at += 1;
+            return Some(None);
+        }
+        if !*first {
+            if c != b',' {
+                return None;
+            }
+            self.at += 1;
+            self.ws();
+        }
+        *first = false;
+        let (raw, escaped) = self.string()?;
+        if escaped {
+            return None;
+        }
+        self.eat(b':')?;
+        Some(Some(&raw[1..raw.len() - 1]))
+    }
+
+    /// Enters an array: call [`Scan::next_element`] until it says `false`.
+    pub(crate) fn array(&mut self) -> Option<()> {
+        self.eat(b'[')
+    }
+
+    /// Whether another element follows (the cursor is then on it).
+    pub(crate) fn next_element(&mut self, first: &mut bool) -> Option<bool> {
+        self.ws();
+        let c = *self.bytes().get(self.at)?;
+        if c == b']' {
+            self.at += 1;
+            return Some(false);
+        }
+        if !*first {
+            if c != b',' {
+                return None;
+            }
+            self.at += 1;
+            self.ws();
+        }
+        *first = false;
+        Some(true)
+    }
+
+    /// The first byte of the next value, without consuming it.
+    pub(crate) fn peek_value(&mut self) -> Option<u8> {
+        self.ws();
+        self.bytes().get(self.at).copied()
+    }
+
+    /// The next value, whole, as its raw text (what `serde_json` gives as a
+    /// `RawValue`: no surrounding whitespace).
+    pub(crate) fn value(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.at;
+        self.skip(0)?;
+        Some(&self.text[start..self.at])
+    }
+
+    /// The next value if it is a string without escapes: its contents.
+    pub(crate) fn plain_string(&mut self) -> Option<&'a str> {
+        self.ws();
+        let (raw, escaped) = self.string()?;
+        (!escaped).then(|| &raw[1..raw.len() - 1])
+    }
+
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        match *self.bytes().get(self.at)? {
+            b'"' => {
+                self.string()?;
+            }
+            b'{' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.at += 1;
+                let mut first = true;
+                loop {
+                    self.ws();
+                    let c = *self.bytes().get(self.at)?;
+                    if c == b'}' {
+                        self.at += 1;
+                        break;
+                    }
+                    if !first {
+                        if c != b',' {
+                            return None;
+                        }
+                        self.at += 1;
+                        self.ws();
+                    }
+                    first = false;
+                    // Keys are skipped as strings, escapes and all, as serde_json
+                    // skips them.
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.ws();
+                    self.skip(depth + 1)?;
+                }
+            }
+            b'[' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.at += 1;
+                let mut first = true;
+                while self.next_element(&mut first)? {
+                    self.skip(depth + 1)?;
+                }
+            }
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            b'-' | b'0'..=b'9' => self.number()?,
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes().get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        let b = self.bytes();
+        let digits = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let mut i = self.at;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        i = match *b.get(i)? {
+            b'0' => i + 1,
+            b'1'..=b'9' => digits(i + 1),
+            _ => return None,
+        };
+        if b.get(i) == Some(&b'.') {
+            let end = digits(i + 1);
+            if end == i + 1 {
+                return None;
+            }
+            i = end;
+        }
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            let end = digits(i);
+            if end == i {
+                return None;
+            }
+            i = end;
+        }
+        self.at = i;
+        Some(())
+    }
+
+    /// The string at the cursor: its raw text, quotes included, and whether
+    /// it has escapes.
+    fn string(&mut self) -> Option<(&'a str, bool)> {
+        let b = self.bytes();
+        let start = self.at;
+        if b.get(start) != Some(&b'"') {
+            return None;
+        }
+        let mut i = start + 1;
+        let mut escaped = false;
+        loop {
+            while b.get(i).is_some_and(|c| !STRING_STOP[usize::from(*c)]) {
+                i += 1;
+            }
+            match *b.get(i)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    i += match *b.get(i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                        b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                        _ => return None,
+                    };
+                }
+                // A control character.
+                _ => return None,
+            }
+        }
+        self.at = i + 1;
+        Some((&self.text[start..self.at], escaped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::IgnoredAny;
+    use serde_json::value::RawValue;
+
+    /// The scanner's raw value of `text`, if it takes all of it.
+    fn scan_value(text: &str) -> Option<&str> {
+        let mut s = Scan::new(text.as_bytes())?;
+        let v = s.value()?;
+        s.end()?;
+        Some(v)
+    }
+
+    /// serde_json's raw value of `text`.
+    fn serde_value(text: &str) -> Option<&str> {
+        serde_json::from_str::<&RawValue>(text)
+            .ok()
+            .map(|r| r.get())
+    }
+
+    #[test]
+    fn accepts_what_serde_json_skips_and_slices_the_same() {
+        for text in [
+            r#""""#,
+            r#""plain""#,
+            r#""esc \" \\ \/ \b \f \n \r \t \u00e9 \uD800""#,
+            "\"unicode é 中\"",
+            "0",
+            "-0",
+            "12",
+            "-12.5e+7",
+            "1E5",
+            "0.0001",
+            "true",
+            "false",
+            "null",
+            "{}",
+            "[]",
+            r#" { "a" : [1, {"b\"": null}], "c": "d" } "#,
+            "[[[[]]]]",
+        ] {
+            assert_eq!(scan_value(text), serde_value(text), "{text}");
+            assert!(scan_value(text).is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn declines_what_serde_json_refuses() {
+        for text in [
+            "",
+            " ",
+            "\"open",
+            "\"ctl \u{1} char\"",
+            "\"tab \t\"",
+            r#""bad \x escape""#,
+            r#""short \u12""#,
+            r#""hex \u12g4""#,
+            "01",
+            "-",
+            "+1",
+            ".5",
+            "1.",
+            "1e",
+            "1e+",
+            "tru",
+            "nul",
+            "{",
+            "[",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "[,1]",
+            "{,}",
+            "{1:2}",
+            "[1 2]",
+            "1 2",
+            "NaN",
+            "\u{feff}{}",
+        ] {
+            assert_eq!(serde_value(text), None, "serde_json takes {text:?}");
+            assert_eq!(scan_value(text), None, "scanner takes {text:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_left_to_serde_json() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(serde_json::from_str::<IgnoredAny>(&deep).is_ok());
+        assert_eq!(scan_value(&deep), None);
+        let ok = format!("{}{}", "[".repeat(60), "]".repeat(60));
+        assert_eq!(scan_value(&ok), Some(ok.as_str()));
+    }
+
+    #[test]
+    fn invalid_utf8_is_declined() {
+        assert!(Scan::new(b"\"\xff\"").is_none());
+    }
+
+    #[test]
+    fn keys_with_escapes_are_declined_plain_ones_given() {
+        let mut s = Scan::new(br#"{"a": 1, "b\u0063": 2}"#).expect("utf-8");
+        s.object().expect("object");
+        let mut first = true;
+        assert_eq!(s.next_key(&mut first), Some(Some("a")));
+        assert_eq!(s.value(), Some("1"));
+        assert_eq!(s.next_key(&mut first), None);
+    }
+
+    /// Every prefix and every one-byte change of a realistic text: wherever
+    /// the scanner takes the text, serde_json takes it too, with the same raw
+    /// value. (Whole pages are differential-tested in the providers.)
+    #[test]
+    fn truncations_and_mutations_never_disagree() {
+        let text =
+            r#"{"a": [1, -2.5e3, true, false, null], "s": "x\"y\u00e9", "o": {"k": {}}, "e": []}"#;
+        let check = |t: &str| {
+            if let Some(v) = scan_value(t) {
+                assert_eq!(serde_value(t), Some(v), "{t:?}");
+            }
+        };
+        for n in 0..=text.len() {
+            check(&text[..n]);
+        }
+        let mut taken = 0;
+        for i in 0..text.len() {
+            for c in [
+                b' ', b'"', b'\\', b',', b':', b'{', b'}', b'[', b']', b'0', b'e', b'.', b'-',
+                b'\n', 1,
+            ] {
+                let mut b = text.as_bytes().to_vec();
+                b[i] = c;
+                if let Ok(t) = std::str::from_utf8(&b) {
+                    check(t);
+                    taken += usize::from(scan_value(t).is_some());
+                }
+            }
+        }
+        // Not vacuous: many one-byte changes are still JSON.
+        assert!(taken > 100, "{taken}");
+    }
+}
