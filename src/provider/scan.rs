@@ -153,7 +153,7 @@ impl<'a> Scan<'a> {
     fn skip(&mut self, depth: u32) -> Option<()> {
         match *self.bytes().get(self.at)? {
             b'"' => {
-                self.string()?;
+                self.skip_string()?;
             }
             b'{' => {
                 if depth >= MAX_DEPTH {
@@ -178,7 +178,7 @@ impl<'a> Scan<'a> {
                     first = false;
                     // Keys are skipped as strings, escapes and all, as serde_json
                     // skips them.
-                    self.string()?;
+                    self.skip_string()?;
                     self.eat(b':')?;
                     self.ws();
                     self.skip(depth + 1)?;
@@ -251,18 +251,33 @@ impl<'a> Scan<'a> {
     /// The string at the cursor: its raw text, quotes included, and whether
     /// it has escapes.
     fn string(&mut self) -> Option<(&'a str, bool)> {
-        let b = self.bytes();
         let start = self.at;
-        if b.get(start) != Some(&b'"') {
+        let escaped = self.skip_string()?;
+        Some((&self.text[start..self.at], escaped))
+    }
+
+    /// Moves past the string at the cursor; whether it has escapes.
+    fn skip_string(&mut self) -> Option<bool> {
+        let b = self.bytes();
+        if b.get(self.at) != Some(&b'"') {
             return None;
         }
-        let mut i = start + 1;
+        let mut i = self.at + 1;
         let mut escaped = false;
         loop {
-            while b.get(i).is_some_and(|c| !STRING_STOP[usize::from(*c)]) {
-                i += 1;
+            // Eight bytes at a time up to the first that may end the run, then
+            // byte by byte to it.
+            while let Some(chunk) = b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+                if may_stop(u64::from_le_bytes(chunk)) {
+                    break;
+                }
+                i += 8;
             }
-            match *b.get(i)? {
+            i += b
+                .get(i..)?
+                .iter()
+                .position(|c| STRING_STOP[usize::from(*c)])?;
+            match b[i] {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
@@ -277,8 +292,22 @@ impl<'a> Scan<'a> {
             }
         }
         self.at = i + 1;
-        Some((&self.text[start..self.at], escaped))
+        Some(escaped)
     }
+}
+
+/// Whether any of the eight bytes of `w` may be in [`STRING_STOP`]: a quote,
+/// a backslash or a byte below 0x20 (the usual SWAR tests for a zero byte and
+/// for a byte less than n; they never miss one, and a false alarm only sends
+/// the caller to the byte-by-byte search).
+fn may_stop(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    quote | backslash | control != 0
 }
 
 #[cfg(test)]
@@ -374,6 +403,41 @@ mod tests {
         assert_eq!(scan_value(&deep), None);
         let ok = format!("{}{}", "[".repeat(60), "]".repeat(60));
         assert_eq!(scan_value(&ok), Some(ok.as_str()));
+    }
+
+    #[test]
+    fn the_word_test_never_misses_a_stop_byte() {
+        for stop in (0u8..0x20).chain([b'"', b'\\']) {
+            for pos in 0..8 {
+                for fill in [b'a', b' ', 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'] {
+                    let mut w = [fill; 8];
+                    w[pos] = stop;
+                    assert!(
+                        may_stop(u64::from_le_bytes(w)),
+                        "{stop:#x} at {pos} in {fill:#x}"
+                    );
+                }
+            }
+        }
+        assert!(!may_stop(u64::from_le_bytes(*b"plain ok")));
+        assert!(!may_stop(u64::from_le_bytes([
+            0xe4, 0xb8, 0xad, 0x80, 0xff, b'~', b'!', b'#'
+        ])));
+    }
+
+    #[test]
+    fn long_strings_cross_word_boundaries() {
+        for n in 0..40 {
+            for tail in ["", "\\n", "\\u00e9", "é"] {
+                let text = format!("\"{}{tail}{}\"", "x".repeat(n), "y".repeat(n % 9));
+                assert_eq!(scan_value(&text), serde_value(&text), "{text}");
+                assert!(scan_value(&text).is_some(), "{text}");
+                let bad = format!("\"{}\u{1}{}\"", "x".repeat(n), "y".repeat(n % 9));
+                assert_eq!(scan_value(&bad), None, "{bad:?}");
+                let open = format!("\"{}", "x".repeat(n));
+                assert_eq!(scan_value(&open), None, "{open}");
+            }
+        }
     }
 
     #[test]
