@@ -48,11 +48,15 @@ pub struct Authing {
     settings: WalkSettings,
     token: tokio::sync::Mutex<Option<Token>>,
     pool_id: Mutex<Option<String>>,
+    /// `get-webhook-logs`, joined once.
+    logs_url: Url,
 }
 
 struct Token {
     value: Secret,
     refresh_at: Instant,
+    /// The credential headers of a call, built once the pool is known.
+    headers: Option<HeaderMap>,
 }
 
 impl fmt::Debug for Authing {
@@ -63,11 +67,10 @@ impl fmt::Debug for Authing {
     }
 }
 
-/// Token and pool for one call.
-#[derive(Clone)]
+/// The credentials of one call: bearer token and user pool, as headers
+/// (marked sensitive, so `Debug` does not show them).
 struct Auth {
-    token: Secret,
-    pool: String,
+    headers: HeaderMap,
 }
 
 impl Authing {
@@ -78,9 +81,11 @@ impl Authing {
         client: Arc<ApiClient>,
         settings: WalkSettings,
     ) -> Self {
+        let base = source.base_url.clone();
         Authing {
             client,
-            base: source.base_url.clone(),
+            logs_url: join(&base, "/api/v3/get-webhook-logs"),
+            base,
             pool_id: Mutex::new(cfg.user_pool_id.clone()),
             cfg,
             settings,
@@ -89,14 +94,7 @@ impl Authing {
     }
 
     fn url(&self, path: &str) -> Url {
-        let mut u = self.base.clone();
-        let joined = format!(
-            "{}/{}",
-            u.path().trim_end_matches('/'),
-            path.trim_start_matches('/')
-        );
-        u.set_path(&joined);
-        u
+        join(&self.base, path)
     }
 
     /// A valid token (fetching or refreshing it first when needed).
@@ -109,17 +107,20 @@ impl Authing {
             *guard = Some(self.fetch_token().await?);
         }
         let token = guard
-            .as_ref()
-            .map(|t| t.value.clone())
+            .as_mut()
             .ok_or_else(|| ApiError::Auth("no token".into()))?;
-        drop(guard);
-        let pool = lock(&self.pool_id).clone().ok_or_else(|| {
-            ApiError::Auth(
-                "the token carries no scoped_userpool_id claim; set user_pool_id in the config"
-                    .into(),
-            )
-        })?;
-        Ok(Auth { token, pool })
+        if token.headers.is_none() {
+            let pool = lock(&self.pool_id).clone().ok_or_else(|| {
+                ApiError::Auth(
+                    "the token carries no scoped_userpool_id claim; set user_pool_id in the config"
+                        .into(),
+                )
+            })?;
+            token.headers = Some(credential_headers(&token.value, &pool));
+        }
+        Ok(Auth {
+            headers: token.headers.clone().unwrap_or_default(),
+        })
     }
 
     async fn fetch_token(&self) -> Result<Token, ApiError> {
@@ -189,6 +190,7 @@ impl Authing {
         Ok(Token {
             value: token,
             refresh_at: Instant::now() + expires - margin,
+            headers: None,
         })
     }
 
@@ -211,7 +213,7 @@ impl Authing {
     async fn call<T>(
         &self,
         build: impl Fn(&Auth) -> Request,
-        decode: impl Fn(&[u8]) -> Result<T, ApiError>,
+        decode: impl Fn(Vec<u8>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let mut refreshed = false;
         loop {
@@ -219,7 +221,7 @@ impl Authing {
             let req = build(&auth);
             let result = self
                 .client
-                .retrying(|| async { decode(&self.client.send(&req).await?) })
+                .retrying(|| async { decode(self.client.send(&req).await?) })
                 .await;
             match result {
                 Err(ApiError::Http { status: 401, .. } | ApiError::Api { code: 401, .. })
@@ -241,42 +243,46 @@ impl Authing {
     }
 
     fn headers(auth: &Auth) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", auth.token.expose())) {
-            v.set_sensitive(true);
-            h.insert(AUTHORIZATION, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&auth.pool) {
-            h.insert("x-authing-userpool-id", v);
-        }
-        h
+        auth.headers.clone()
     }
 
     /// One page of a webhook's logs, decoded; body-level errors become errors.
     async fn fetch_logs(&self, webhook: &str, page: u64) -> Result<LogsPage, ApiError> {
-        let body = serde_json::json!({"webhookId": webhook, "page": page, "limit": self.settings.page_size});
-        let body = serde_json::to_vec(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        #[derive(Serialize)]
+        struct Query<'a> {
+            #[serde(rename = "webhookId")]
+            webhook_id: &'a str,
+            page: u64,
+            limit: u32,
+        }
+        let body = serde_json::to_vec(&Query {
+            webhook_id: webhook,
+            page,
+            limit: self.settings.page_size,
+        })
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
         self.call(
             |auth| Request {
                 endpoint: EP_LOGS,
                 method: Method::POST,
-                url: self.url("/api/v3/get-webhook-logs"),
+                url: self.logs_url.clone(),
                 headers: Self::headers(auth),
                 body: Some(body.clone()),
             },
-            |bytes| {
-                if let Some(page) = scan_logs_page(bytes) {
-                    return Ok(LogsPage::scanned(page));
-                }
-                let env: Envelope<LogsData> = decode_envelope(bytes, &self.client)?;
-                self.check_status(&env)?;
-                let data = env
-                    .data
-                    .ok_or_else(|| self.decode_error("logs response without data"))?;
-                Ok(LogsPage::new(data))
-            },
+            |bytes| LogsPage::decode(bytes, self),
         )
         .await
+    }
+
+    /// A logs answer as `serde_json` decodes it, errors and all; strings are
+    /// spans of `base` (the answer's text) where they can be.
+    fn serde_logs(&self, bytes: &[u8], base: Option<&str>) -> Result<(u64, Vec<Parsed>), ApiError> {
+        let env: Envelope<LogsData> = decode_envelope(bytes, &self.client)?;
+        self.check_status(&env)?;
+        let data = env
+            .data
+            .ok_or_else(|| self.decode_error("logs response without data"))?;
+        Ok(understand_list(data, base))
     }
 
     fn check_status<D>(&self, env: &Envelope<D>) -> Result<(), ApiError> {
@@ -286,6 +292,31 @@ impl Authing {
             Some(code) => Err(self.body_error(code, &env.message)),
         }
     }
+}
+
+/// `base` with `path` appended to its path.
+fn join(base: &Url, path: &str) -> Url {
+    let mut u = base.clone();
+    let joined = format!(
+        "{}/{}",
+        u.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    u.set_path(&joined);
+    u
+}
+
+/// The bearer token and the user pool as the headers of a call.
+fn credential_headers(token: &Secret, pool: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+        v.set_sensitive(true);
+        h.insert(AUTHORIZATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(pool) {
+        h.insert("x-authing-userpool-id", v);
+    }
+    h
 }
 
 /// `scoped_userpool_id` from a JWT's payload, without verifying it (the token
@@ -473,25 +504,53 @@ impl<'de: 'a, 'a> Deserialize<'de> for MaybeEntry<'a> {
     }
 }
 
-/// An entry understood well enough to count (owned: pages are decoded once,
-/// inside the retried call, and outlive the body's buffer).
+/// An entry understood well enough to count. Its strings are spans of the
+/// page's text (the page keeps it), so an entry costs no allocation unless a
+/// string had escapes.
 struct Entry {
     key: Key,
     ts_ms: i64,
-    event: Box<str>,
+    event: Text,
     status: StatusLabel,
     success: bool,
-    error: Option<Box<str>>,
+    error: Option<Text>,
 }
 
 impl Entry {
-    fn attempt(&self) -> Attempt<'_> {
+    /// The attempt, its strings resolved in `text` (its page's).
+    fn attempt<'a>(&'a self, text: &'a str) -> Attempt<'a> {
         Attempt {
-            event: &self.event,
+            event: self.event.get(text),
             status: self.status,
             success: self.success,
-            error: self.error.as_deref(),
+            error: self.error.as_ref().map(|e| e.get(text)),
             ts: self.ts_ms as f64 / 1000.0,
+        }
+    }
+}
+
+/// A string of an entry: where it is in the page's text, or unescaped.
+enum Text {
+    Span(usize, usize),
+    Owned(Box<str>),
+}
+
+impl Text {
+    /// `s` as a span of `base` if it is one (it borrows from it), else owned.
+    fn new(s: Cow<'_, str>, base: Option<&str>) -> Text {
+        if let (Cow::Borrowed(s), Some(base)) = (&s, base) {
+            let start = (s.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+            if start <= base.len() && s.len() <= base.len() - start {
+                return Text::Span(start, start + s.len());
+            }
+        }
+        Text::Owned(s.into())
+    }
+
+    fn get<'a>(&'a self, base: &'a str) -> &'a str {
+        match self {
+            Text::Span(from, to) => base.get(*from..*to).unwrap_or_default(),
+            Text::Owned(s) => s,
         }
     }
 }
@@ -517,9 +576,12 @@ fn json_str(raw: &str) -> Option<Cow<'_, str>> {
 }
 
 impl<'a> RawEntry<'a> {
-    /// The content key: every identifying field, raw, with separators.
-    fn key(&self) -> Key {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
+    /// The content key: XXH3-128 of every identifying field, raw, each
+    /// followed by a 0xff separator (hashed in one go from `scratch`: the
+    /// streaming hasher costs twice as much; the keys are the same, and they
+    /// must stay the same — state files keep them).
+    fn key(&self, scratch: &mut Vec<u8>) -> Key {
+        scratch.clear();
         for part in [
             self.timestamp,
             self.event,
@@ -528,14 +590,16 @@ impl<'a> RawEntry<'a> {
             self.error,
             self.body,
         ] {
-            h.update(raw_bytes(part));
-            h.update(&[0xff]);
+            scratch.extend_from_slice(raw_bytes(part));
+            scratch.push(0xff);
         }
-        h.digest128()
+        xxhash_rust::xxh3::xxh3_128(scratch)
     }
 
-    fn understand(self) -> Parsed {
-        let key = self.key();
+    /// The entry, its strings as spans of `base` (the page's text) when
+    /// they are slices of it; `scratch` is a buffer for its key.
+    fn understand(self, base: Option<&str>, scratch: &mut Vec<u8>) -> Parsed {
+        let key = self.key(scratch);
         let ts_ms = self.timestamp.and_then(parse_timestamp);
         let event = self.event.and_then(json_str).filter(|e| !e.is_empty());
         let success = self.success.and_then(|v| match v {
@@ -563,10 +627,10 @@ impl<'a> RawEntry<'a> {
                 Parsed::Ok(Entry {
                     key,
                     ts_ms,
-                    event: event.into(),
+                    event: Text::new(event, base),
                     status,
                     success,
-                    error: error.map(Into::into),
+                    error: error.map(|e| Text::new(e, base)),
                 })
             }
             _ => Parsed::Invalid(key),
@@ -680,27 +744,61 @@ fn fast_timestamp(s: &str) -> Option<i64> {
 struct LogsPage {
     total: u64,
     entries: Vec<Parsed>,
+    /// The answer's text, which the entries' [`Text::Span`]s point into
+    /// (empty if the answer was not UTF-8: then every string is owned).
+    text: String,
 }
 
 impl LogsPage {
-    fn new(data: LogsData<'_>) -> Self {
-        let total = data.total_count.unwrap_or(data.list.len() as u64);
-        let entries = data
-            .list
-            .into_iter()
-            .map(|m| match m {
-                MaybeEntry::Entry(e) => e.understand(),
-                MaybeEntry::NotAnObject(k) => Parsed::Invalid(k),
-            })
-            .collect();
-        LogsPage { total, entries }
+    /// Decodes a `get-webhook-logs` answer: scanned if it has the plain
+    /// shape, else by `serde_json` (which also makes every error).
+    fn decode(body: Vec<u8>, provider: &Authing) -> Result<LogsPage, ApiError> {
+        let text = match String::from_utf8(body) {
+            Ok(text) => text,
+            Err(e) => {
+                let (total, entries) = provider.serde_logs(e.as_bytes(), None)?;
+                return Ok(LogsPage {
+                    total,
+                    entries,
+                    text: String::new(),
+                });
+            }
+        };
+        let (total, entries) = match scan_logs_page(&text) {
+            Some(page) => {
+                let total = page.total_count.unwrap_or(page.list.len() as u64);
+                let base = Some(text.as_str());
+                let mut scratch = Vec::with_capacity(1024);
+                let entries = page
+                    .list
+                    .into_iter()
+                    .map(|e| e.understand(base, &mut scratch))
+                    .collect();
+                (total, entries)
+            }
+            None => provider.serde_logs(text.as_bytes(), Some(&text))?,
+        };
+        Ok(LogsPage {
+            total,
+            entries,
+            text,
+        })
     }
+}
 
-    fn scanned(page: ScannedPage<'_>) -> Self {
-        let total = page.total_count.unwrap_or(page.list.len() as u64);
-        let entries = page.list.into_iter().map(RawEntry::understand).collect();
-        LogsPage { total, entries }
-    }
+/// The total and the entries of a page, from `serde_json`'s decoding.
+fn understand_list(data: LogsData<'_>, base: Option<&str>) -> (u64, Vec<Parsed>) {
+    let total = data.total_count.unwrap_or(data.list.len() as u64);
+    let mut scratch = Vec::new();
+    let entries = data
+        .list
+        .into_iter()
+        .map(|m| match m {
+            MaybeEntry::Entry(e) => e.understand(base, &mut scratch),
+            MaybeEntry::NotAnObject(k) => Parsed::Invalid(k),
+        })
+        .collect();
+    (total, entries)
 }
 
 /// A successful `get-webhook-logs` answer in the plain shape, scanned.
@@ -716,8 +814,8 @@ struct ScannedPage<'a> {
 /// have no escapes. `None` for anything else — an error status, a duplicate
 /// envelope field, a list element that is not an object, invalid JSON — and
 /// then `serde_json` decides, as it always did (see [`super::scan`]).
-fn scan_logs_page(bytes: &[u8]) -> Option<ScannedPage<'_>> {
-    let mut s = Scan::new(bytes)?;
+fn scan_logs_page(text: &str) -> Option<ScannedPage<'_>> {
+    let mut s = Scan::new(text);
     s.object()?;
     let (mut status, mut message, mut data) = (false, false, None);
     let mut first = true;
@@ -920,6 +1018,7 @@ impl AuthingWalker {
             tracing::trace!(webhook = %self.webhook, page_no, total = page.total, entries = page.entries.len(), bound = walk.bound_ms, "page");
             let total = page.total;
             self.cursor.last_total = Some(total);
+            let text = page.text;
             let mut entries = page.entries;
 
             if self.cursor.order.is_none() {
@@ -981,7 +1080,7 @@ impl AuthingWalker {
             let mut attempts = Vec::with_capacity(entries.len());
             for (parsed, is_new) in entries.iter().zip(&fresh) {
                 match parsed {
-                    Parsed::Ok(e) if *is_new => attempts.push(e.attempt()),
+                    Parsed::Ok(e) if *is_new => attempts.push(e.attempt(&text)),
                     Parsed::Ok(_) => {}
                     Parsed::Invalid(k) => {
                         if self.cursor.invalid_seen.len() >= INVALID_MEMORY {
@@ -1090,7 +1189,7 @@ impl Provider for Arc<Authing> {
                             }
                         },
                         |bytes| {
-                            let env: Envelope<Data> = decode_envelope(bytes, &self.client)?;
+                            let env: Envelope<Data> = decode_envelope(&bytes, &self.client)?;
                             self.check_status(&env)?;
                             env.data
                                 .ok_or_else(|| self.decode_error("list-webhooks without data"))
@@ -1238,13 +1337,13 @@ mod tests {
           42
         ]}}"#;
         let env: Envelope<LogsData<'_>> = serde_json::from_slice(body).expect("decodes");
-        let page = LogsPage::new(env.data.expect("data"));
-        assert_eq!(page.total, 4);
-        let entries = page.entries;
+        let text = std::str::from_utf8(body).expect("utf-8");
+        let (total, entries) = understand_list(env.data.expect("data"), Some(text));
+        assert_eq!(total, 4);
         let ok: Vec<Attempt<'_>> = entries
             .iter()
             .filter_map(|p| match p {
-                Parsed::Ok(e) => Some(e.attempt()),
+                Parsed::Ok(e) => Some(e.attempt(text)),
                 Parsed::Invalid(_) => None,
             })
             .collect();
@@ -1278,7 +1377,11 @@ mod tests {
 
     /// Whether the scanner took `bytes`; where it did, serde_json agrees.
     fn scanned_and_agrees(bytes: &[u8]) -> bool {
-        let Some(page) = scan_logs_page(bytes) else {
+        // Only UTF-8 reaches the scanner.
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return false;
+        };
+        let Some(page) = scan_logs_page(text) else {
             return false;
         };
         let text = String::from_utf8_lossy(bytes);
@@ -1457,7 +1560,7 @@ mod tests {
         ] {
             assert_eq!(ok.matches(from).count(), 1, "{what}");
             let bad = ok.replacen(from, to, 1);
-            assert!(scan_logs_page(bad.as_bytes()).is_none(), "{what}: {bad}");
+            assert!(scan_logs_page(&bad).is_none(), "{what}: {bad}");
         }
         // Duplicate entry fields are not refused: the last wins, in both.
         let dup = ok.replacen(
@@ -1466,7 +1569,7 @@ mod tests {
             1,
         );
         assert!(scanned_and_agrees(dup.as_bytes()));
-        let page = scan_logs_page(dup.as_bytes()).expect("scanned");
+        let page = scan_logs_page(&dup).expect("scanned");
         assert_eq!(page.list[0].event, Some(r#""a""#));
     }
 
@@ -1501,6 +1604,60 @@ mod tests {
         }
         // Not vacuous: many one-byte changes are still pages.
         assert!(taken > 1000, "{taken}");
+    }
+
+    #[test]
+    fn keys_are_the_streamed_hash_of_the_fields() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let mut scratch = Vec::new();
+        for _ in 0..300 {
+            let text = random_page(&mut rng);
+            let page = scan_logs_page(&text).expect("scanned");
+            for e in &page.list {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                for part in [e.timestamp, e.event, e.status, e.success, e.error, e.body] {
+                    h.update(raw_bytes(part));
+                    h.update(&[0xff]);
+                }
+                assert_eq!(e.key(&mut scratch), h.digest128());
+            }
+        }
+        // The key of a fixed entry, as saved state files hold it.
+        let e = RawEntry {
+            event: Some(r#""user:created""#),
+            timestamp: Some(r#""2022-09-20T08:55:00.188+0800""#),
+            success: Some("true"),
+            ..RawEntry::default()
+        };
+        assert_eq!(
+            e.key(&mut scratch),
+            0xf2f5_b131_b6fd_8eb4_7e05_134c_7472_6172
+        );
+    }
+
+    #[test]
+    fn strings_are_spans_of_the_page_unless_escaped() {
+        let text = r#"{"statusCode":200,"data":{"list":[{"eventName":"user:login","timestamp":1663635300188,"success":false,"errorMessage":"say \"hi\""}]}}"#;
+        let page = scan_logs_page(text).expect("scanned");
+        let [raw] = <[RawEntry<'_>; 1]>::try_from(page.list).expect("one entry");
+        let Parsed::Ok(e) = raw.understand(Some(text), &mut Vec::new()) else {
+            panic!("not understood");
+        };
+        assert!(matches!(e.event, Text::Span(..)));
+        assert!(matches!(e.error, Some(Text::Owned(_))));
+        let a = e.attempt(text);
+        assert_eq!((a.event, a.error), ("user:login", Some("say \"hi\"")));
+        // A string from elsewhere is copied, not spanned.
+        let other = String::from("user:login");
+        assert!(matches!(
+            Text::new(Cow::Borrowed(&other), Some(text)),
+            Text::Owned(_)
+        ));
+        assert!(matches!(
+            Text::new(Cow::Borrowed("x"), None),
+            Text::Owned(_)
+        ));
     }
 
     #[test]
