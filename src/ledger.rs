@@ -501,18 +501,50 @@ impl WebhookLedger {
                 })
                 .collect()
         };
+        // A page repeats a few (event, status, error) combinations: tally
+        // them (labels from the caches are shared, so a pointer compares
+        // them), then update the maps once per combination.
+        type Tally<'l> = (&'l Arc<str>, StatusLabel, Option<&'l Arc<str>>, u64);
+        let mut tally: Vec<Tally<'_>> = Vec::new();
+        let (mut last_success, mut last_failure) = (None::<f64>, None::<f64>);
+        for (a, (ev, err)) in attempts.iter().zip(&labels) {
+            let same = |t: &&mut Tally<'_>| {
+                Arc::ptr_eq(t.0, ev)
+                    && t.1 == a.status
+                    && match (t.2, err) {
+                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                        (x, y) => x.is_none() && y.is_none(),
+                    }
+            };
+            match tally.iter_mut().find(same) {
+                Some(t) => t.3 += 1,
+                None => tally.push((ev, a.status, err.as_ref(), 1)),
+            }
+            let last = if err.is_some() {
+                &mut last_failure
+            } else {
+                &mut last_success
+            };
+            *last = Some(last.map_or(a.ts, |t| t.max(a.ts)));
+        }
         {
-            let mut c = lock(&self.counts);
-            for (a, (ev, err)) in attempts.iter().zip(labels) {
-                let e = c.events.entry(ev).or_default();
-                e.deliveries += 1;
-                *e.responses.entry(a.status).or_insert(0) += 1;
+            let mut guard = lock(&self.counts);
+            let c = &mut *guard;
+            for (ev, status, err, n) in tally {
+                let e = c.events.entry(ev.clone()).or_default();
+                e.deliveries += n;
+                *e.responses.entry(status).or_insert(0) += n;
                 if let Some(err) = err {
-                    e.failures += 1;
-                    *e.errors.entry(err).or_insert(0) += 1;
-                    c.last_failure = Some(c.last_failure.map_or(a.ts, |t| t.max(a.ts)));
-                } else {
-                    c.last_success = Some(c.last_success.map_or(a.ts, |t| t.max(a.ts)));
+                    e.failures += n;
+                    *e.errors.entry(err.clone()).or_insert(0) += n;
+                }
+            }
+            for (mine, seen) in [
+                (&mut c.last_success, last_success),
+                (&mut c.last_failure, last_failure),
+            ] {
+                if let Some(t) = seen {
+                    *mine = Some(mine.map_or(t, |m| m.max(t)));
                 }
             }
         }
@@ -779,10 +811,23 @@ impl ContentDedupe {
             let n = stretch.entry(*key).or_insert(0);
             *n += 1;
             let occurrence = *n;
-            let counted = self.seen.get(key).map_or(0, |(_, c)| *c);
-            let is_new = ts >= walk.bound_ms && occurrence > counted;
+            // New: in the window, and a copy beyond those counted before. One
+            // lookup in `seen` (a backlog misses the cache on every one).
+            let is_new = ts >= walk.bound_ms
+                && match self.seen.entry(*key) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let beyond = occurrence > o.get().1;
+                        if beyond {
+                            *o.get_mut() = (ts, occurrence);
+                        }
+                        beyond
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert((ts, occurrence));
+                        true
+                    }
+                };
             if is_new {
-                self.seen.insert(*key, (ts, occurrence));
                 walk.newest_ms = Some(walk.newest_ms.map_or(ts, |n| n.max(ts)));
             }
             out.push(is_new);
