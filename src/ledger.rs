@@ -505,7 +505,7 @@ impl WebhookLedger {
         // them (labels from the caches are shared, so a pointer compares
         // them), then update the maps once per combination.
         type Tally<'l> = (&'l Arc<str>, StatusLabel, Option<&'l Arc<str>>, u64);
-        let mut tally: Vec<Tally<'_>> = Vec::new();
+        let mut tally: Vec<Tally<'_>> = Vec::with_capacity(16);
         let (mut last_success, mut last_failure) = (None::<f64>, None::<f64>);
         for (a, (ev, err)) in attempts.iter().zip(&labels) {
             let same = |t: &&mut Tally<'_>| {
