@@ -79,21 +79,9 @@ impl<'a> Scan<'a> {
     /// inside: the object ended). Keys with escapes are declined: what they
     /// name is only known once unescaped.
     pub(crate) fn next_key(&mut self, first: &mut bool) -> Option<Option<&'a str>> {
-        self.ws();
-        let c = *self.bytes().get(self.at)?;
-        if c == b'}' {
-            // `{}` and `{"a":1}`, never `{"a":1,}`.
-            self.at += 1;
+        if !self.next_member(first, b'}')? {
             return Some(None);
         }
-        if !*first {
-            if c != b',' {
-                return None;
-            }
-            self.at += 1;
-            self.ws();
-        }
-        *first = false;
         let (raw, escaped) = self.string()?;
         if escaped {
             return None;
@@ -109,9 +97,17 @@ impl<'a> Scan<'a> {
 
     /// Whether another element follows (the cursor is then on it).
     pub(crate) fn next_element(&mut self, first: &mut bool) -> Option<bool> {
+        self.next_member(first, b']')
+    }
+
+    /// Whether another member of the object or array being read follows (the
+    /// cursor is then on it) or the container ends at `close`: `[]` and
+    /// `[1]`, never `[1,]` (the comma then leaves the cursor on `]`, which no
+    /// member starts with).
+    fn next_member(&mut self, first: &mut bool, close: u8) -> Option<bool> {
         self.ws();
         let c = *self.bytes().get(self.at)?;
-        if c == b']' {
+        if c == close {
             self.at += 1;
             return Some(false);
         }
@@ -159,21 +155,7 @@ impl<'a> Scan<'a> {
                 }
                 self.at += 1;
                 let mut first = true;
-                loop {
-                    self.ws();
-                    let c = *self.bytes().get(self.at)?;
-                    if c == b'}' {
-                        self.at += 1;
-                        break;
-                    }
-                    if !first {
-                        if c != b',' {
-                            return None;
-                        }
-                        self.at += 1;
-                        self.ws();
-                    }
-                    first = false;
+                while self.next_member(&mut first, b'}')? {
                     // Keys are skipped as strings, escapes and all, as serde_json
                     // skips them.
                     self.skip_string()?;
