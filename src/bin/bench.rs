@@ -273,6 +273,15 @@ fn webhooks(n: usize, events: usize) -> Vec<SimWebhook> {
 }
 
 /// A config for one Authing source on `sim`; `extra` lines go under the source.
+/// A simulator of `n` webhooks × `events` events, no logs yet.
+async fn sim_of(n: usize, events: usize) -> anyhow::Result<Sim> {
+    Ok(Sim::start(SimConfig {
+        webhooks: webhooks(n, events),
+        ..SimConfig::default()
+    })
+    .await?)
+}
+
 fn config_text(sim: &Sim, global: &str, extra: &str) -> String {
     let c = sim.config();
     format!(
@@ -561,11 +570,7 @@ impl Bench {
     /// Authing backlog walked end to end; then the parse baseline.
     async fn ingest_round(&self) -> anyhow::Result<(f64, f64)> {
         let p = &self.plan;
-        let sim = Sim::start(SimConfig {
-            webhooks: webhooks(p.ingest_webhooks, 3),
-            ..SimConfig::default()
-        })
-        .await?;
+        let sim = sim_of(p.ingest_webhooks, 3).await?;
         for i in 0..p.ingest_webhooks {
             sim.generate(i, p.ingest_per_webhook);
         }
@@ -790,11 +795,7 @@ impl Bench {
     /// a child process of its own.
     async fn rss(&self) -> anyhow::Result<()> {
         let p = &self.plan;
-        let sim = Sim::start(SimConfig {
-            webhooks: webhooks(p.rss_webhooks, 10),
-            ..SimConfig::default()
-        })
-        .await?;
+        let sim = sim_of(p.rss_webhooks, 10).await?;
         for i in 0..p.rss_webhooks {
             sim.generate(i, 20);
         }
@@ -858,11 +859,7 @@ impl Bench {
     async fn quota(&self) -> anyhow::Result<()> {
         let p = &self.plan;
         let (rps, burst) = (50.0, 10.0);
-        let sim = Sim::start(SimConfig {
-            webhooks: webhooks(p.quota_webhooks, 3),
-            ..SimConfig::default()
-        })
-        .await?;
+        let sim = sim_of(p.quota_webhooks, 3).await?;
         for i in 0..p.quota_webhooks {
             sim.generate(i, p.quota_per_webhook);
         }
@@ -914,11 +911,7 @@ impl Bench {
     /// Log creation → counter increment, polling every 2 s.
     async fn latency(&self) -> anyhow::Result<()> {
         let p = &self.plan;
-        let sim = Sim::start(SimConfig {
-            webhooks: webhooks(p.latency_webhooks, 3),
-            ..SimConfig::default()
-        })
-        .await?;
+        let sim = sim_of(p.latency_webhooks, 3).await?;
         let text = config_text(
             &sim,
             "  poll_interval: 2s\n",

@@ -382,8 +382,8 @@ struct LogsData<'a> {
 }
 
 /// The fields of an entry that matter, still as raw JSON text.
-#[derive(Default, PartialEq)]
-#[cfg_attr(test, derive(Debug))]
+#[derive(Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct RawEntry<'a> {
     event: Option<&'a str>,
     timestamp: Option<&'a str>,
@@ -394,8 +394,7 @@ struct RawEntry<'a> {
 }
 
 /// An element of `list`: an entry, or something else (counted as invalid).
-#[derive(PartialEq)]
-#[cfg_attr(test, derive(Debug))]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 enum MaybeEntry<'a> {
     Entry(RawEntry<'a>),
     NotAnObject(u128),
@@ -563,16 +562,14 @@ fn raw_bytes(v: Option<&str>) -> &[u8] {
 fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     // A string without escapes is its bytes between the quotes: the raw value
     // is valid JSON already (no control characters inside), so the common
-    // case needs no second parse.
+    // case needs no second parse. Any other string has escapes (a borrowed
+    // `&str` would fail on them): unescape it.
     if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
         && !inner.as_bytes().contains(&b'\\')
     {
         return Some(Cow::Borrowed(inner));
     }
-    match serde_json::from_str::<&str>(raw) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
-    }
+    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
 }
 
 impl<'a> RawEntry<'a> {
@@ -802,8 +799,7 @@ fn understand_list(data: LogsData<'_>, base: Option<&str>) -> (u64, Vec<Parsed>)
 }
 
 /// A successful `get-webhook-logs` answer in the plain shape, scanned.
-#[derive(PartialEq)]
-#[cfg_attr(test, derive(Debug))]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct ScannedPage<'a> {
     total_count: Option<u64>,
     list: Vec<RawEntry<'a>>,
