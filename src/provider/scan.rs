@@ -90,6 +90,61 @@ impl<'a> Scan<'a> {
         Some(Some(&raw[1..raw.len() - 1]))
     }
 
+    /// Like [`Scan::next_key`], but first tries `expect`: the raw text
+    /// (quotes included) of a key this scanner took before, so without
+    /// escapes. If the text goes on with those bytes, the key is that string —
+    /// its closing quote ends it — and it is not scanned again. Gives the
+    /// key's raw text and whether it was the expected one.
+    pub(crate) fn next_key_like(
+        &mut self,
+        first: &mut bool,
+        expect: Option<&str>,
+    ) -> Option<Option<(&'a str, bool)>> {
+        if !self.next_member(first, b'}')? {
+            return Some(None);
+        }
+        let start = self.at;
+        let hit = self.follows(expect);
+        if !hit {
+            let (_, escaped) = self.string()?;
+            if escaped {
+                return None;
+            }
+        }
+        let raw = self.text.get(start..self.at)?;
+        self.eat(b':')?;
+        Some(Some((raw, hit)))
+    }
+
+    /// Like [`Scan::value`], but first tries `expect`: a raw value this
+    /// scanner took before. If it is a string, an object or an array and the
+    /// text goes on with its bytes, the value is that one (its closing byte
+    /// ends it, whatever follows) and it is not scanned again. Numbers and
+    /// literals are always scanned: `1` is the start of `12`.
+    pub(crate) fn value_like(&mut self, expect: Option<&str>) -> Option<&'a str> {
+        self.ws();
+        let start = self.at;
+        let closed = expect.filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'{' | b'[')));
+        if self.follows(closed) {
+            return self.text.get(start..self.at);
+        }
+        self.value()
+    }
+
+    /// Whether the text at the cursor goes on with `expect` (then the cursor
+    /// moves past it).
+    fn follows(&mut self, expect: Option<&str>) -> bool {
+        let hit = expect.is_some_and(|e| {
+            self.bytes()
+                .get(self.at..)
+                .is_some_and(|rest| rest.starts_with(e.as_bytes()))
+        });
+        if let (true, Some(e)) = (hit, expect) {
+            self.at += e.len();
+        }
+        hit
+    }
+
     /// Enters an array: call [`Scan::next_element`] until it says `false`.
     pub(crate) fn array(&mut self) -> Option<()> {
         self.eat(b'[')
