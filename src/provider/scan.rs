@@ -79,15 +79,10 @@ impl<'a> Scan<'a> {
     /// inside: the object ended). Keys with escapes are declined: what they
     /// name is only known once unescaped.
     pub(crate) fn next_key(&mut self, first: &mut bool) -> Option<Option<&'a str>> {
-        if !self.next_member(first, b'}')? {
-            return Some(None);
-        }
-        let (raw, escaped) = self.string()?;
-        if escaped {
-            return None;
-        }
-        self.eat(b':')?;
-        Some(Some(&raw[1..raw.len() - 1]))
+        Some(
+            self.next_key_like(first, None)?
+                .map(|(raw, _)| &raw[1..raw.len() - 1]),
+        )
     }
 
     /// Like [`Scan::next_key`], but first tries `expect`: the raw text
