@@ -428,6 +428,14 @@ impl Field {
 
 impl<'a> RawEntry<'a> {
     /// Where `field`'s raw value goes (`None`: a field not kept).
+    /// Sets the field a key names (the last of duplicate fields wins, as in
+    /// `MaybeEntry`'s visitor).
+    fn put(&mut self, field: Field, value: &'a str) {
+        if let Some(slot) = self.slot(field) {
+            *slot = Some(value);
+        }
+    }
+
     fn slot(&mut self, field: Field) -> Option<&mut Option<&'a str>> {
         Some(match field {
             Field::Event => &mut self.event,
@@ -881,22 +889,49 @@ fn scan_logs_data<'a>(s: &mut Scan<'a>) -> Option<ScannedPage<'a>> {
     })
 }
 
+/// One member of an entry as [`scan_entries`] read it, as positions in the
+/// page's text.
+#[derive(Clone, Copy)]
+struct Member {
+    /// Where the member begins: just after the previous member's value (or
+    /// the object's `{`), so its text holds the whitespace, the comma, the
+    /// key, the colon and the value.
+    start: usize,
+    /// The key's raw text, quotes included.
+    key: (usize, usize),
+    /// The value's raw text.
+    value: (usize, usize),
+    field: Field,
+}
+
+impl Member {
+    /// The same member `by` bytes further on.
+    fn moved(self, by: usize) -> Member {
+        Member {
+            start: self.start + by,
+            key: (self.key.0 + by, self.key.1 + by),
+            value: (self.value.0 + by, self.value.1 + by),
+            field: self.field,
+        }
+    }
+}
+
 /// The entries of a page. Entries of one webhook share their layout and
 /// much of their text (the request headers, with the webhook's secret, are
-/// the same in every one), so each key is first compared with the one that
-/// followed the same key in the previous entry, and each value with the
-/// previous entry's value under the same key ([`Scan::next_key_like`],
-/// [`Scan::value_like`]): a match is one comparison of bytes instead of a
-/// scan, and it is exact — only values whose closing byte ends them are
-/// matched this way.
+/// the same in every one), so each entry is first compared with the one
+/// before it, from the member where the two are expected to agree: one
+/// comparison of bytes ([`Scan::repeats`]) takes every member that repeats
+/// whole, with the byte after it — the byte that ended a number or a literal
+/// the first time ends it again — and the key of the member where the two
+/// part, whose value alone is then scanned. A repeat read from the same
+/// state reads the same way, so this is exact (see [`Scan::skip_repeat`]);
+/// everything else is scanned.
 fn scan_entries<'a>(s: &mut Scan<'a>) -> Option<Vec<RawEntry<'a>>> {
     s.array()?;
     let mut list = Vec::with_capacity(64);
-    // The previous entry's members in order — raw key, field, raw value — and
-    // this entry's, being read.
-    type Member<'a> = (&'a str, Field, &'a str);
-    let mut prev: Vec<Member<'a>> = Vec::with_capacity(16);
-    let mut this: Vec<Member<'a>> = Vec::with_capacity(16);
+    // The previous entry's members in order, and this entry's, being read.
+    let mut prev: Vec<Member> = Vec::with_capacity(16);
+    let mut this: Vec<Member> = Vec::with_capacity(16);
     let mut first = true;
     while s.next_element(&mut first)? {
         if s.peek_value()? != b'{' {
@@ -905,32 +940,74 @@ fn scan_entries<'a>(s: &mut Scan<'a>) -> Option<Vec<RawEntry<'a>>> {
         s.object()?;
         let mut e = RawEntry::default();
         let mut first_field = true;
-        // Where in `prev` the next key is expected.
+        // Which of the previous entry's members the next one should repeat.
         let mut at = 0;
         this.clear();
         loop {
-            let expect = prev.get(at).map(|m| m.0);
-            let Some((raw, hit)) = s.next_key_like(&mut first_field, expect)? else {
+            // The first member of an entry can only repeat the first of the
+            // previous one (no comma before either), any other only another.
+            if let (Some(m0), Some(last)) = (prev.get(at), prev.last())
+                && (at == 0) == first_field
+            {
+                let by = s.pos().checked_sub(m0.start)?;
+                let same = s.repeats(m0.start, last.value.1 + 1);
+                let mut k = at;
+                // Where the last whole member repeated ends, in this entry.
+                let mut end = None;
+                while let Some(pm) = prev.get(k) {
+                    let m = pm.moved(by);
+                    if pm.value.1 + 1 - m0.start <= same {
+                        // The whole member, and the byte after it.
+                        end = Some(m.value.1);
+                        e.put(m.field, s.slice(m.value)?);
+                        this.push(m);
+                        k += 1;
+                        continue;
+                    }
+                    if pm.value.0 - m0.start <= same {
+                        // Its key: the value is scanned.
+                        s.skip_repeat(m.value.0);
+                        end = None;
+                        let m = Member {
+                            value: s.value_span()?,
+                            ..m
+                        };
+                        e.put(m.field, s.slice(m.value)?);
+                        this.push(m);
+                        k += 1;
+                    }
+                    break;
+                }
+                if let Some(end) = end {
+                    s.skip_repeat(end);
+                }
+                if k > at {
+                    at = k;
+                    first_field = false;
+                    continue;
+                }
+            }
+            let start = s.pos();
+            let Some(key) = s.next_key_span(&mut first_field)? else {
                 break;
             };
-            let found = if hit {
-                Some(at)
-            } else {
-                prev.iter().position(|m| m.0 == raw)
+            let raw = s.slice(key)?;
+            let field = match prev.iter().position(|m| s.slice(m.key) == Some(raw)) {
+                Some(i) => {
+                    at = i + 1;
+                    prev[i].field
+                }
+                None => Field::of(&raw[1..raw.len() - 1]),
             };
-            let (field, like) = match found.and_then(|i| prev.get(i)) {
-                Some(m) => (m.1, Some(m.2)),
-                None => (Field::of(&raw[1..raw.len() - 1]), None),
+            let value = s.value_span()?;
+            let m = Member {
+                start,
+                key,
+                value,
+                field,
             };
-            if let Some(i) = found {
-                at = i + 1;
-            }
-            let value = s.value_like(like)?;
-            this.push((raw, field, value));
-            // The last of duplicate fields wins, as in `MaybeEntry`'s visitor.
-            if let Some(slot) = e.slot(field) {
-                *slot = Some(value);
-            }
+            e.put(m.field, s.slice(m.value)?);
+            this.push(m);
         }
         std::mem::swap(&mut prev, &mut this);
         list.push(e);

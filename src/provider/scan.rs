@@ -79,65 +79,57 @@ impl<'a> Scan<'a> {
     /// inside: the object ended). Keys with escapes are declined: what they
     /// name is only known once unescaped.
     pub(crate) fn next_key(&mut self, first: &mut bool) -> Option<Option<&'a str>> {
-        Some(
-            self.next_key_like(first, None)?
-                .map(|(raw, _)| &raw[1..raw.len() - 1]),
-        )
+        Some(match self.next_key_span(first)? {
+            Some((start, end)) => Some(self.text.get(start + 1..end - 1)?),
+            None => None,
+        })
     }
 
-    /// Like [`Scan::next_key`], but first tries `expect`: the raw text
-    /// (quotes included) of a key this scanner took before, so without
-    /// escapes. If the text goes on with those bytes, the key is that string —
-    /// its closing quote ends it — and it is not scanned again. Gives the
-    /// key's raw text and whether it was the expected one.
-    pub(crate) fn next_key_like(
-        &mut self,
-        first: &mut bool,
-        expect: Option<&str>,
-    ) -> Option<Option<(&'a str, bool)>> {
+    /// Like [`Scan::next_key`], but gives where the key's raw text (quotes
+    /// included) lies in the text. The colon after it is read too.
+    pub(crate) fn next_key_span(&mut self, first: &mut bool) -> Option<Option<(usize, usize)>> {
         if !self.next_member(first, b'}')? {
             return Some(None);
         }
         let start = self.at;
-        let hit = self.follows(expect);
-        if !hit {
-            let (_, escaped) = self.string()?;
-            if escaped {
-                return None;
-            }
+        if self.skip_string()? {
+            return None;
         }
-        let raw = self.text.get(start..self.at)?;
+        let end = self.at;
         self.eat(b':')?;
-        Some(Some((raw, hit)))
+        Some(Some((start, end)))
     }
 
-    /// Like [`Scan::value`], but first tries `expect`: a raw value this
-    /// scanner took before. If it is a string, an object or an array and the
-    /// text goes on with its bytes, the value is that one (its closing byte
-    /// ends it, whatever follows) and it is not scanned again. Numbers and
-    /// literals are always scanned: `1` is the start of `12`.
-    pub(crate) fn value_like(&mut self, expect: Option<&str>) -> Option<&'a str> {
-        self.ws();
-        let start = self.at;
-        let closed = expect.filter(|v| matches!(v.as_bytes().first(), Some(b'"' | b'{' | b'[')));
-        if self.follows(closed) {
-            return self.text.get(start..self.at);
-        }
-        self.value()
+    /// Where the cursor is.
+    pub(crate) fn pos(&self) -> usize {
+        self.at
     }
 
-    /// Whether the text at the cursor goes on with `expect` (then the cursor
-    /// moves past it).
-    fn follows(&mut self, expect: Option<&str>) -> bool {
-        let hit = expect.is_some_and(|e| {
-            self.bytes()
-                .get(self.at..)
-                .is_some_and(|rest| rest.starts_with(e.as_bytes()))
-        });
-        if let (true, Some(e)) = (hit, expect) {
-            self.at += e.len();
+    /// The text between two positions.
+    pub(crate) fn slice(&self, (start, end): (usize, usize)) -> Option<&'a str> {
+        self.text.get(start..end)
+    }
+
+    /// How many bytes at the cursor repeat the text from `from` to `to`, an
+    /// earlier stretch this scanner has read: the length of their common
+    /// prefix. The caller may move past as much of the repeat as ends where
+    /// the grammar leaves no choice (see [`Scan::skip_repeat`]).
+    pub(crate) fn repeats(&self, from: usize, to: usize) -> usize {
+        let b = self.bytes();
+        match (b.get(from..to), b.get(self.at..)) {
+            (Some(old), Some(new)) => common_prefix(old, new),
+            _ => 0,
         }
-        hit
+    }
+
+    /// Moves the cursor to `to`, past text that repeats, byte for byte, a
+    /// stretch this scanner read in the same state and took: it reads the
+    /// same way again. The caller must make sure the repeat ends where the
+    /// earlier reading of it ended — after a closing quote, bracket or brace,
+    /// or before the byte that ended a number or a literal, that byte
+    /// included in the repeat (`1` is the start of `12`, `1,` is not).
+    pub(crate) fn skip_repeat(&mut self, to: usize) {
+        self.at = to;
     }
 
     /// Enters an array: call [`Scan::next_element`] until it says `false`.
@@ -185,6 +177,14 @@ impl<'a> Scan<'a> {
         let start = self.at;
         self.skip(0)?;
         Some(&self.text[start..self.at])
+    }
+
+    /// Where the next value lies in the text (as [`Scan::value`]).
+    pub(crate) fn value_span(&mut self) -> Option<(usize, usize)> {
+        self.ws();
+        let start = self.at;
+        self.skip(0)?;
+        Some((start, self.at))
     }
 
     /// The next value if it is a string without escapes: its contents.
@@ -333,6 +333,28 @@ impl<'a> Scan<'a> {
         self.at = i + 1;
         Some(escaped)
     }
+}
+
+/// The length of the common prefix of `a` and `b`, eight bytes at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut i = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
+            break;
+        };
+        let diff = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+        if diff != 0 {
+            return i + diff.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    i + a[i..]
+        .iter()
+        .zip(&b[i..])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// The index of the first of the eight bytes of `w` (little-endian: the
