@@ -608,13 +608,21 @@ impl std::hash::Hasher for KeyHasher {
 /// A hash map keyed by [`Key`].
 pub type KeyMap<V> = HashMap<Key, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// The keys a [`ContentDedupe`] remembers: (timestamp ms, key) → copies
+/// counted. A key names its entry's timestamp too (the raw timestamp is one
+/// of the hashed fields), so each key is there once.
+type Seen = BTreeMap<(i64, Key), u32>;
+
 /// Per-webhook dedupe memory: the keys counted inside the overlap window and
 /// how many copies of each.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContentDedupe {
-    /// key → (entry timestamp in ms, copies counted).
+    /// (entry timestamp in ms, key) → copies counted. Ordered by time: a
+    /// walk reads entries in time order, so it touches the window where it
+    /// touched it last (a hash map misses the cache on every key of a
+    /// backlog), and the end of a walk cuts the old end off in one go.
     #[serde(with = "seen_serde")]
-    seen: KeyMap<(i64, u32)>,
+    seen: Seen,
     /// Newest entry timestamp counted (ms).
     newest_ms: Option<i64>,
     /// Nothing older than this is ever counted (first sight − lookback), in ms.
@@ -628,7 +636,7 @@ mod seen_serde {
     //! follows every walk: one string instead of a JSON array per key makes
     //! it a single allocation. Files written before (an array of
     //! `[hex key, ms, copies]`) still load.
-    use super::{Key, KeyMap};
+    use super::{Key, Seen};
     use base64::Engine as _;
     use serde::Serializer;
     use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -636,9 +644,9 @@ mod seen_serde {
     const RECORD: usize = 16 + 8 + 4;
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
-    pub fn serialize<S: Serializer>(m: &KeyMap<(i64, u32)>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(m: &Seen, s: S) -> Result<S::Ok, S::Error> {
         let mut raw = Vec::with_capacity(m.len() * RECORD);
-        for (k, (t, c)) in m {
+        for ((t, k), c) in m {
             raw.extend_from_slice(&k.to_be_bytes());
             raw.extend_from_slice(&t.to_be_bytes());
             raw.extend_from_slice(&c.to_be_bytes());
@@ -646,10 +654,10 @@ mod seen_serde {
         s.serialize_str(&B64.encode(raw))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyMap<(i64, u32)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Seen, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = KeyMap<(i64, u32)>;
+            type Value = Seen;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("packed dedupe records, or a list of [key, ms, copies]")
@@ -660,24 +668,23 @@ mod seen_serde {
                 if raw.len() % RECORD != 0 {
                     return Err(E::custom("dedupe records of the wrong length"));
                 }
-                let mut m =
-                    KeyMap::with_capacity_and_hasher(raw.len() / RECORD, Default::default());
+                let mut m = Seen::new();
                 for r in raw.chunks_exact(RECORD) {
                     let (k, rest) = r.split_at(16);
                     let (t, c) = rest.split_at(8);
                     let k = Key::from_be_bytes(k.try_into().map_err(E::custom)?);
                     let t = i64::from_be_bytes(t.try_into().map_err(E::custom)?);
                     let c = u32::from_be_bytes(c.try_into().map_err(E::custom)?);
-                    m.insert(k, (t, c));
+                    m.insert((t, k), c);
                 }
                 Ok(m)
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut m = KeyMap::default();
+                let mut m = Seen::new();
                 while let Some((k, t, c)) = seq.next_element::<(String, i64, u32)>()? {
                     let k = u128::from_str_radix(&k, 16).map_err(de::Error::custom)?;
-                    m.insert(k, (t, c));
+                    m.insert((t, k), c);
                 }
                 Ok(m)
             }
@@ -690,20 +697,20 @@ mod seen_serde {
         use super::*;
 
         #[derive(serde::Serialize, serde::Deserialize)]
-        struct W(#[serde(with = "super")] KeyMap<(i64, u32)>);
+        struct W(#[serde(with = "super")] Seen);
 
         #[test]
         fn packed_round_trip_and_old_files_load() {
-            let mut m = KeyMap::default();
-            m.insert(u128::MAX - 7, (-5, 3));
-            m.insert(42, (1_700_000_000_123, 1));
+            let mut m = Seen::new();
+            m.insert((-5, u128::MAX - 7), 3);
+            m.insert((1_700_000_000_123, 42), 1);
             let v = serde_json::to_value(W(m.clone())).unwrap_or_default();
             assert!(v.is_string(), "{v}");
-            let back: W = serde_json::from_value(v).unwrap_or(W(KeyMap::default()));
+            let back: W = serde_json::from_value(v).unwrap_or(W(Seen::new()));
             assert_eq!(back.0, m);
             let old = serde_json::json!([["2a", 1_700_000_000_123i64, 1]]);
-            let back: W = serde_json::from_value(old).unwrap_or(W(KeyMap::default()));
-            assert_eq!(back.0.get(&42), Some(&(1_700_000_000_123, 1)));
+            let back: W = serde_json::from_value(old).unwrap_or(W(Seen::new()));
+            assert_eq!(back.0.get(&(1_700_000_000_123, 42)), Some(&1));
             assert!(serde_json::from_value::<W>(serde_json::json!("AAA")).is_err());
         }
     }
@@ -735,7 +742,7 @@ impl ContentDedupe {
     /// First sight of a webhook at `now_ms`: count only logs newer than `now − lookback`.
     pub fn first_sight(now_ms: i64, lookback_ms: i64) -> Self {
         ContentDedupe {
-            seen: KeyMap::default(),
+            seen: Seen::new(),
             newest_ms: None,
             floor_ms: now_ms - lookback_ms,
         }
@@ -778,7 +785,6 @@ impl ContentDedupe {
         page: &[(Key, Option<i64>)],
         alignment: Align,
     ) -> Vec<bool> {
-        let keys: Vec<Key> = page.iter().map(|(k, _)| *k).collect();
         let first = walk.pages == 0;
         let (drop, aligned) = match alignment {
             _ if first => (0, true),
@@ -793,11 +799,23 @@ impl ContentDedupe {
         // stretch (carrying the counts of the keys on the previous page); any
         // other page starts a new one, which may repeat entries already read,
         // and then only copies beyond those counted before are new.
-        let mut stretch: KeyMap<u32> = if !first && aligned {
-            std::mem::take(&mut walk.prev_occurrences)
+        // The two maps of a walk take turns: one holds the stretch, the other
+        // receives the counts carried to the next page.
+        let (mut stretch, mut carried) = if !first && aligned {
+            (
+                std::mem::take(&mut walk.prev_occurrences),
+                std::mem::take(&mut walk.spare),
+            )
         } else {
-            KeyMap::with_capacity_and_hasher(page.len(), Default::default())
+            (
+                std::mem::take(&mut walk.spare),
+                std::mem::take(&mut walk.prev_occurrences),
+            )
         };
+        if first || !aligned {
+            stretch.clear();
+        }
+        carried.clear();
         for (key, ts) in &page[drop..] {
             let Some(ts) = *ts else {
                 out.push(false);
@@ -812,18 +830,18 @@ impl ContentDedupe {
             *n += 1;
             let occurrence = *n;
             // New: in the window, and a copy beyond those counted before. One
-            // lookup in `seen` (a backlog misses the cache on every one).
+            // lookup in `seen`, near the last one (a walk reads in time order).
             let is_new = ts >= walk.bound_ms
-                && match self.seen.entry(*key) {
-                    std::collections::hash_map::Entry::Occupied(mut o) => {
-                        let beyond = occurrence > o.get().1;
+                && match self.seen.entry((ts, *key)) {
+                    std::collections::btree_map::Entry::Occupied(mut o) => {
+                        let beyond = occurrence > *o.get();
                         if beyond {
-                            *o.get_mut() = (ts, occurrence);
+                            *o.get_mut() = occurrence;
                         }
                         beyond
                     }
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert((ts, occurrence));
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(occurrence);
                         true
                     }
                 };
@@ -832,14 +850,20 @@ impl ContentDedupe {
             }
             out.push(is_new);
         }
-        let on_page: std::collections::HashSet<Key, std::hash::BuildHasherDefault<KeyHasher>> =
-            keys.iter().copied().collect();
-        stretch.retain(|k, _| on_page.contains(k));
-        walk.prev_occurrences = stretch;
+        // Carried: the counts of the keys on this page, the only ones the next
+        // page can continue.
+        for (key, _) in page {
+            if let Some(n) = stretch.get(key) {
+                carried.insert(*key, *n);
+            }
+        }
+        walk.prev_occurrences = carried;
+        walk.spare = stretch;
         if first {
             walk.max_ms = page.iter().filter_map(|(_, t)| *t).max();
         }
-        walk.prev_page = keys;
+        walk.prev_page.clear();
+        walk.prev_page.extend(page.iter().map(|(k, _)| *k));
         walk.pages += 1;
         out
     }
@@ -853,7 +877,7 @@ impl ContentDedupe {
             self.newest_ms = Some(self.newest_ms.map_or(n, |m| m.max(n)));
         }
         let bound = self.bound(overlap_ms);
-        self.seen.retain(|_, (ts, _)| *ts >= bound);
+        self.seen = self.seen.split_off(&(bound, 0));
     }
 }
 
@@ -865,6 +889,8 @@ pub struct Walk {
     prev_page: Vec<Key>,
     /// Copies of each key of the previous page within the current stretch.
     prev_occurrences: KeyMap<u32>,
+    /// The other map [`ContentDedupe::observe_page`] uses (kept for its room).
+    spare: KeyMap<u32>,
     max_ms: Option<i64>,
     newest_ms: Option<i64>,
     pages: u32,
