@@ -230,6 +230,12 @@ impl LabelCap {
 
     /// The value to use for `v`: `v` itself while the cap allows, else `other`.
     pub fn admit(&self, v: &str) -> Arc<str> {
+        self.admit_for(v, 1)
+    }
+
+    /// [`LabelCap::admit`] for `n` attempts with the value `v` (each one
+    /// folded counts in the overflow).
+    pub fn admit_for(&self, v: &str, n: u64) -> Arc<str> {
         let mut values = lock(&self.values);
         if let Some((k, _)) = values.0.get_key_value(v) {
             return k.clone();
@@ -240,7 +246,7 @@ impl LabelCap {
             values.1.push(k.clone());
             return k;
         }
-        self.overflow.fetch_add(1, Ordering::Relaxed);
+        self.overflow.fetch_add(n, Ordering::Relaxed);
         Arc::from(OTHER)
     }
 
@@ -418,14 +424,15 @@ impl WebhookLedger {
 
     /// The label value of a raw event name.
     pub fn event_label(&self, src: &SourceLedger, raw: &str) -> Arc<str> {
-        Self::event_label_in(&mut lock(&self.event_labels), src, raw)
+        Self::event_label_in(&mut lock(&self.event_labels), src, raw, 1)
     }
 
-    fn event_label_in(cache: &mut LabelCache, src: &SourceLedger, raw: &str) -> Arc<str> {
+    /// The label of `n` attempts with the event `raw`.
+    fn event_label_in(cache: &mut LabelCache, src: &SourceLedger, raw: &str, n: u64) -> Arc<str> {
         if let Some(v) = cache.get(raw) {
             return v.clone();
         }
-        let v = src.events.admit(&sanitize_event(raw));
+        let v = src.events.admit_for(&sanitize_event(raw), n);
         // Folded values are not cached, so every folded attempt is counted as overflow.
         if &*v != OTHER {
             cache.insert(raw.into(), v.clone());
@@ -453,7 +460,13 @@ impl WebhookLedger {
         }
     }
 
-    fn error_label_in(cache: &mut LabelCache, src: &SourceLedger, a: &Attempt<'_>) -> Arc<str> {
+    /// The label of `n` failed attempts like `a`.
+    fn error_label_in(
+        cache: &mut LabelCache,
+        src: &SourceLedger,
+        a: &Attempt<'_>,
+        n: u64,
+    ) -> Arc<str> {
         let raw = a.error.unwrap_or("");
         if let Some(v) = cache.get(raw) {
             return v.clone();
@@ -465,7 +478,7 @@ impl WebhookLedger {
                 _ => "unknown".to_string(),
             },
         };
-        let label = src.errors.admit(&value);
+        let label = src.errors.admit_for(&value, n);
         // Messages without text depend on the status; cache only real text.
         if a.error.is_some_and(|e| !e.trim().is_empty()) && &*label != OTHER {
             if cache.len() >= ERROR_CACHE_MAX {
@@ -488,55 +501,52 @@ impl WebhookLedger {
         if attempts.is_empty() {
             return;
         }
-        let labels: Vec<(Arc<str>, Option<Arc<str>>)> = {
-            // Lock order: event labels, error labels, then the source's caps.
-            let mut events = lock(&self.event_labels);
-            let mut errors = lock(&self.error_labels);
-            attempts
-                .iter()
-                .map(|a| {
-                    let ev = Self::event_label_in(&mut events, src, a.event);
-                    let err = (!a.success).then(|| Self::error_label_in(&mut errors, src, a));
-                    (ev, err)
-                })
-                .collect()
-        };
-        // A page repeats a few (event, status, error) combinations: tally
-        // them (labels from the caches are shared, so a pointer compares
-        // them), then update the maps once per combination.
-        type Tally<'l> = (&'l Arc<str>, StatusLabel, Option<&'l Arc<str>>, u64);
-        let mut tally: Vec<Tally<'_>> = Vec::with_capacity(16);
+        // A page repeats a few combinations of event, status and outcome:
+        // tally them as the provider wrote them, then label each combination
+        // once (its labels depend on nothing else) and update the maps once.
+        let mut tally: Vec<(&Attempt<'_>, u64)> = Vec::with_capacity(16);
         let (mut last_success, mut last_failure) = (None::<f64>, None::<f64>);
-        for (a, (ev, err)) in attempts.iter().zip(&labels) {
-            let same = |t: &&mut Tally<'_>| {
-                Arc::ptr_eq(t.0, ev)
-                    && t.1 == a.status
-                    && match (t.2, err) {
-                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
-                        (x, y) => x.is_none() && y.is_none(),
-                    }
+        for a in attempts {
+            let same = |t: &&mut (&Attempt<'_>, u64)| {
+                t.0.status == a.status
+                    && t.0.success == a.success
+                    && t.0.event == a.event
+                    && t.0.error == a.error
             };
             match tally.iter_mut().find(same) {
-                Some(t) => t.3 += 1,
-                None => tally.push((ev, a.status, err.as_ref(), 1)),
+                Some(t) => t.1 += 1,
+                None => tally.push((a, 1)),
             }
-            let last = if err.is_some() {
-                &mut last_failure
-            } else {
+            let last = if a.success {
                 &mut last_success
+            } else {
+                &mut last_failure
             };
             *last = Some(last.map_or(a.ts, |t| t.max(a.ts)));
         }
+        let labelled: Vec<(Arc<str>, StatusLabel, Option<Arc<str>>, u64)> = {
+            // Lock order: event labels, error labels, then the source's caps.
+            let mut events = lock(&self.event_labels);
+            let mut errors = lock(&self.error_labels);
+            tally
+                .iter()
+                .map(|&(a, n)| {
+                    let ev = Self::event_label_in(&mut events, src, a.event, n);
+                    let err = (!a.success).then(|| Self::error_label_in(&mut errors, src, a, n));
+                    (ev, a.status, err, n)
+                })
+                .collect()
+        };
         {
             let mut guard = lock(&self.counts);
             let c = &mut *guard;
-            for (ev, status, err, n) in tally {
-                let e = c.events.entry(ev.clone()).or_default();
+            for (ev, status, err, n) in labelled {
+                let e = c.events.entry(ev).or_default();
                 e.deliveries += n;
                 *e.responses.entry(status).or_insert(0) += n;
                 if let Some(err) = err {
                     e.failures += n;
-                    *e.errors.entry(err.clone()).or_insert(0) += n;
+                    *e.errors.entry(err).or_insert(0) += n;
                 }
             }
             for (mine, seen) in [
@@ -1192,5 +1202,44 @@ mod tests {
             ]
         );
         assert_eq!(c.lag.as_ref().map(Histogram::count), Some(4));
+    }
+
+    #[test]
+    fn a_page_of_repeated_combinations_counts_every_attempt() {
+        // One event and one error value fit under the caps; a page repeats
+        // the combinations, and every attempt folded counts in the overflow.
+        let src = SourceLedger::new("s", "authing", 1, 1);
+        let w = WebhookLedger::default();
+        let a = |event, success, error, ts| Attempt {
+            event,
+            status: StatusLabel::Code(if success { 200 } else { 500 }),
+            success,
+            error,
+            ts,
+        };
+        let page = [
+            a("user:created", true, None, 1.0),
+            a("user:created", false, Some("boom"), 5.0),
+            a("user:deleted", true, None, 2.0),
+            a("user:created", true, None, 3.0),
+            a("user:deleted", true, None, 4.0),
+            a("user:created", false, Some("bang"), 2.0),
+            a("user:created", false, Some("boom"), 1.0),
+            a("user:deleted", false, Some("bang"), 6.0),
+        ];
+        w.record_attempts(&src, &page, None);
+        let c = w.snapshot();
+        let created = &c.events["user:created"];
+        assert_eq!((created.deliveries, created.failures), (5, 3));
+        assert_eq!(created.responses[&StatusLabel::Code(200)], 2);
+        assert_eq!(created.responses[&StatusLabel::Code(500)], 3);
+        let errs: Vec<(&str, u64)> = created.errors.iter().map(|(k, v)| (&**k, *v)).collect();
+        assert_eq!(errs, vec![("boom", 2), (OTHER, 1)]);
+        let other = &c.events[OTHER];
+        assert_eq!((other.deliveries, other.failures), (3, 1));
+        assert_eq!(other.errors[OTHER], 1);
+        // Folded: three attempts' events, two attempts' errors.
+        assert_eq!((src.events.overflow(), src.errors.overflow()), (3, 2));
+        assert_eq!((c.last_success, c.last_failure), (Some(4.0), Some(6.0)));
     }
 }
