@@ -25,6 +25,12 @@ use crate::metrics::SelfMetrics;
 /// a source for a day).
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
+/// Body buffers a client keeps for reuse ([`ApiClient::recycle`]), and the
+/// largest it keeps: a page of logs is tens of kilobytes, and allocating and
+/// freeing one per call is a slow path of the allocator.
+const SPARE_BODIES: usize = 16;
+const SPARE_BODY_MAX: usize = 1 << 20;
+
 /// Why a call failed. `reason()` is the bounded `reason` label.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -146,6 +152,7 @@ pub struct ApiClient {
     metrics: Arc<SelfMetrics>,
     max_body: usize,
     max_retries: u32,
+    spare_bodies: Mutex<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -214,7 +221,20 @@ impl ApiClient {
             metrics,
             max_body: settings.max_body,
             max_retries: settings.max_retries,
+            spare_bodies: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Gives back the body [`ApiClient::send`] returned, once read, for a
+    /// later call to fill.
+    pub fn recycle(&self, mut body: Vec<u8>) {
+        if body.capacity() <= SPARE_BODY_MAX {
+            let mut spare = lock(&self.spare_bodies);
+            if spare.len() < SPARE_BODIES {
+                body.clear();
+                spare.push(body);
+            }
+        }
     }
 
     /// The source this client serves.
@@ -310,7 +330,8 @@ impl ApiClient {
         {
             return Err(ApiError::TooLarge(self.max_body));
         }
-        let mut body = Vec::with_capacity(resp.content_length().map_or(8192, |n| n as usize));
+        let mut body = lock(&self.spare_bodies).pop().unwrap_or_default();
+        body.reserve(resp.content_length().map_or(8192, |n| n as usize));
         while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > self.max_body {
                 return Err(ApiError::TooLarge(self.max_body));

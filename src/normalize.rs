@@ -47,18 +47,16 @@ pub fn normalize_error(msg: &str) -> Option<String> {
         out.push(c);
         i += 1;
     }
-    let trimmed = out.trim_end();
-    if trimmed.is_empty() {
+    // Trimmed, cut to MAX_LEN characters, trimmed again: in place.
+    out.truncate(out.trim_end().len());
+    if out.is_empty() {
         return None;
     }
-    Some(
-        trimmed
-            .chars()
-            .take(MAX_LEN)
-            .collect::<String>()
-            .trim_end()
-            .to_string(),
-    )
+    if let Some((cut, _)) = out.char_indices().nth(MAX_LEN) {
+        out.truncate(cut);
+        out.truncate(out.trim_end().len());
+    }
+    Some(out)
 }
 
 fn is_word(c: char) -> bool {
@@ -276,5 +274,8 @@ mod tests {
         let long = "é".repeat(500);
         let out = n(&long).expect("non-empty");
         assert_eq!(out.chars().count(), super::MAX_LEN);
+        // A cut that ends on a space leaves no trailing space.
+        let spaced = format!("{} tail of the message", "é".repeat(79));
+        assert_eq!(n(&spaced), Some("é".repeat(79)));
     }
 }

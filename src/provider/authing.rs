@@ -1221,6 +1221,8 @@ impl AuthingWalker {
                 .record_attempts(sink.source, &attempts, lag_now);
             report.entries += entries.len() as u64;
             report.counted += attempts.len() as u64;
+            drop(attempts);
+            p.client.recycle(text.into_bytes());
             prev_total = Some(total);
             prev_list = Some((page_no, list_keys));
 

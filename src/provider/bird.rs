@@ -202,7 +202,12 @@ impl Bird {
             body: None,
         };
         self.client
-            .retrying(|| async { decode(&self.client.send(&req).await?) })
+            .retrying(|| async {
+                let body = self.client.send(&req).await?;
+                let decoded = decode(&body);
+                self.client.recycle(body);
+                decoded
+            })
             .await
             .map_err(|e| match e {
                 ApiError::Http {

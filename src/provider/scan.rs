@@ -337,10 +337,8 @@ impl<'a> Scan<'a> {
 
 /// The length of the common prefix of `a` and `b`, eight bytes at a time.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
     let mut i = 0;
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+    while let (Some(x), Some(y)) = (a.get(i..i + 8), b.get(i..i + 8)) {
         let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
             break;
         };
@@ -350,9 +348,11 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
         }
         i += 8;
     }
-    i + a[i..]
+    i + a
+        .get(i..)
+        .unwrap_or_default()
         .iter()
-        .zip(&b[i..])
+        .zip(b.get(i..).unwrap_or_default())
         .take_while(|(x, y)| x == y)
         .count()
 }
@@ -535,6 +535,20 @@ mod tests {
                 assert_eq!(scan_value(&bad), None, "{bad:?}");
                 let open = format!("\"{}", "x".repeat(n));
                 assert_eq!(scan_value(&open), None, "{open}");
+            }
+        }
+    }
+
+    #[test]
+    fn common_prefix_finds_the_first_difference_at_every_position() {
+        let a: Vec<u8> = (0..40u8).collect();
+        for len in 0..=a.len() {
+            assert_eq!(common_prefix(&a[..len], &a), len);
+            assert_eq!(common_prefix(&a, &a[..len]), len);
+            for at in 0..len {
+                let mut b = a[..len].to_vec();
+                b[at] ^= 0x80;
+                assert_eq!(common_prefix(&a, &b), at, "{len} {at}");
             }
         }
     }
