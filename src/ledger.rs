@@ -524,7 +524,9 @@ impl WebhookLedger {
             };
             *last = Some(last.map_or(a.ts, |t| t.max(a.ts)));
         }
-        let labelled: Vec<(Arc<str>, StatusLabel, Option<Arc<str>>, u64)> = {
+        // (event label, status, error label of a failure, attempts)
+        type Labelled = (Arc<str>, StatusLabel, Option<Arc<str>>, u64);
+        let labelled: Vec<Labelled> = {
             // Lock order: event labels, error labels, then the source's caps.
             let mut events = lock(&self.event_labels);
             let mut errors = lock(&self.error_labels);
