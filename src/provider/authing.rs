@@ -428,12 +428,13 @@ impl Field {
 
 impl<'a> RawEntry<'a> {
     /// Where `field`'s raw value goes (`None`: a field not kept).
-    /// Sets the field a key names (the last of duplicate fields wins, as in
-    /// `MaybeEntry`'s visitor).
-    fn put(&mut self, field: Field, value: &'a str) {
+    /// Sets the field a key names to the text `s` read at `span` (the last of
+    /// duplicate fields wins, as in `MaybeEntry`'s visitor).
+    fn put(&mut self, field: Field, s: &Scan<'a>, span: (usize, usize)) -> Option<()> {
         if let Some(slot) = self.slot(field) {
-            *slot = Some(value);
+            *slot = Some(s.slice(span)?);
         }
+        Some(())
     }
 
     fn slot(&mut self, field: Field) -> Option<&mut Option<&'a str>> {
@@ -959,7 +960,7 @@ fn scan_entries<'a>(s: &mut Scan<'a>) -> Option<Vec<RawEntry<'a>>> {
                     if pm.value.1 + 1 - m0.start <= same {
                         // The whole member, and the byte after it.
                         end = Some(m.value.1);
-                        e.put(m.field, s.slice(m.value)?);
+                        e.put(m.field, s, m.value)?;
                         this.push(m);
                         k += 1;
                         continue;
@@ -972,7 +973,7 @@ fn scan_entries<'a>(s: &mut Scan<'a>) -> Option<Vec<RawEntry<'a>>> {
                             value: s.value_span()?,
                             ..m
                         };
-                        e.put(m.field, s.slice(m.value)?);
+                        e.put(m.field, s, m.value)?;
                         this.push(m);
                         k += 1;
                     }
@@ -1006,7 +1007,7 @@ fn scan_entries<'a>(s: &mut Scan<'a>) -> Option<Vec<RawEntry<'a>>> {
                 value,
                 field,
             };
-            e.put(m.field, s.slice(m.value)?);
+            e.put(m.field, s, m.value)?;
             this.push(m);
         }
         std::mem::swap(&mut prev, &mut this);
