@@ -1001,11 +1001,24 @@ fn cpu_by_thread() -> BTreeMap<String, (f64, f64)> {
             e.1 += wait / 1e9;
         }
     }
+    // Time the hypervisor ran something else on each virtual CPU (steal, in
+    // USER_HZ ticks): a slow round on a shared host shows here.
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+        for line in stat.lines() {
+            let mut f = line.split_whitespace();
+            if let Some(cpu) = f.next().filter(|c| c.len() > 3 && c.starts_with("cpu"))
+                && let Some(Ok(steal)) = f.nth(7).map(str::parse::<f64>)
+            {
+                out.insert(format!("stolen from {cpu}"), (steal / 100.0, 0.0));
+            }
+        }
+    }
     out
 }
 
 /// What each thread group used between two [`cpu_by_thread`] readings, as
-/// shares of `secs`: on a CPU, and (in brackets) waiting for one.
+/// shares of `secs`: on a CPU, and (in brackets) waiting for one; and what
+/// the host took from each CPU.
 fn cpu_note(
     before: &BTreeMap<String, (f64, f64)>,
     after: &BTreeMap<String, (f64, f64)>,
@@ -1019,11 +1032,15 @@ fn cpu_note(
         })
         .filter(|(_, r, _)| *r > 0.01 * secs)
         .map(|(k, r, w)| {
-            format!(
-                "{k} {:.0}% (waiting {:.0}%)",
-                100.0 * r / secs,
-                100.0 * w / secs
-            )
+            if k.starts_with("stolen") {
+                format!("{k} {:.0}%", 100.0 * r / secs)
+            } else {
+                format!(
+                    "{k} {:.0}% (waiting {:.0}%)",
+                    100.0 * r / secs,
+                    100.0 * w / secs
+                )
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")
