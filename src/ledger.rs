@@ -471,7 +471,9 @@ impl WebhookLedger {
         if let Some(v) = cache.get(raw) {
             return v.clone();
         }
-        let value = match normalize_error(raw) {
+        let text = normalize_error(raw);
+        let from_text = text.is_some();
+        let value = match text {
             Some(v) => v,
             None => match a.status {
                 StatusLabel::Code(c) => format!("http_{c}"),
@@ -479,8 +481,9 @@ impl WebhookLedger {
             },
         };
         let label = src.errors.admit_for(&value, n);
-        // Messages without text depend on the status; cache only real text.
-        if a.error.is_some_and(|e| !e.trim().is_empty()) && &*label != OTHER {
+        // Messages without text (blank, or control characters only) depend on
+        // the status; cache only real text.
+        if from_text && &*label != OTHER {
             if cache.len() >= ERROR_CACHE_MAX {
                 cache.clear();
             }
@@ -1188,22 +1191,27 @@ mod tests {
                 ),
                 a(None, StatusLabel::Code(503)),
                 a(Some(""), StatusLabel::None),
+                a(Some("\u{1}"), StatusLabel::Code(502)),
+                a(Some("\u{1}"), StatusLabel::Code(504)),
             ],
             Some(2.0),
         );
         let c = w.snapshot();
         let e = &c.events["user:created"];
-        assert_eq!((e.deliveries, e.failures), (4, 4));
+        assert_eq!((e.deliveries, e.failures), (6, 6));
         let errs: Vec<(&str, u64)> = e.errors.iter().map(|(k, v)| (&**k, *v)).collect();
+        // A message of control characters only is no text: its status names it.
         assert_eq!(
             errs,
             vec![
                 ("connect ECONNREFUSED <ip>:<port>", 2),
+                ("http_502", 1),
                 ("http_503", 1),
+                ("http_504", 1),
                 ("unknown", 1)
             ]
         );
-        assert_eq!(c.lag.as_ref().map(Histogram::count), Some(4));
+        assert_eq!(c.lag.as_ref().map(Histogram::count), Some(6));
     }
 
     #[test]
