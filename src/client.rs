@@ -27,9 +27,10 @@ const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
 /// Body buffers a client keeps for reuse ([`ApiClient::recycle`]), and the
 /// largest it keeps: a page of logs is tens of kilobytes, and allocating and
-/// freeing one per call is a slow path of the allocator.
-const SPARE_BODIES: usize = 16;
-const SPARE_BODY_MAX: usize = 1 << 20;
+/// freeing one per call is a slow path of the allocator. At most 2 MiB per
+/// source stay allocated this way.
+const SPARE_BODIES: usize = 8;
+const SPARE_BODY_MAX: usize = 256 << 10;
 
 /// Why a call failed. `reason()` is the bounded `reason` label.
 #[derive(Debug, Clone, thiserror::Error)]

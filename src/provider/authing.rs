@@ -427,7 +427,6 @@ impl Field {
 }
 
 impl<'a> RawEntry<'a> {
-    /// Where `field`'s raw value goes (`None`: a field not kept).
     /// Sets the field a key names to the text `s` read at `span` (the last of
     /// duplicate fields wins, as in `MaybeEntry`'s visitor).
     fn put(&mut self, field: Field, s: &Scan<'a>, span: (usize, usize)) -> Option<()> {
@@ -437,6 +436,7 @@ impl<'a> RawEntry<'a> {
         Some(())
     }
 
+    /// Where `field`'s raw value goes (`None`: a field not kept).
     fn slot(&mut self, field: Field) -> Option<&mut Option<&'a str>> {
         Some(match field {
             Field::Event => &mut self.event,
