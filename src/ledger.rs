@@ -816,7 +816,8 @@ impl ContentDedupe {
         // and then only copies beyond those counted before are new.
         // The two maps of a walk take turns: one holds the stretch, the other
         // receives the counts carried to the next page.
-        let (mut stretch, mut carried) = if !first && aligned {
+        let extends = !first && aligned;
+        let (mut stretch, mut carried) = if extends {
             (
                 std::mem::take(&mut walk.prev_occurrences),
                 std::mem::take(&mut walk.spare),
@@ -827,7 +828,7 @@ impl ContentDedupe {
                 std::mem::take(&mut walk.prev_occurrences),
             )
         };
-        if first || !aligned {
+        if !extends {
             stretch.clear();
         }
         carried.clear();
@@ -846,20 +847,14 @@ impl ContentDedupe {
             let occurrence = *n;
             // New: in the window, and a copy beyond those counted before. One
             // lookup in `seen`, near the last one (a walk reads in time order).
-            let is_new = ts >= walk.bound_ms
-                && match self.seen.entry((ts, *key)) {
-                    std::collections::btree_map::Entry::Occupied(mut o) => {
-                        let beyond = occurrence > *o.get();
-                        if beyond {
-                            *o.get_mut() = occurrence;
-                        }
-                        beyond
-                    }
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(occurrence);
-                        true
-                    }
-                };
+            let is_new = ts >= walk.bound_ms && {
+                let counted = self.seen.entry((ts, *key)).or_insert(0);
+                let beyond = occurrence > *counted;
+                if beyond {
+                    *counted = occurrence;
+                }
+                beyond
+            };
             if is_new {
                 walk.newest_ms = Some(walk.newest_ms.map_or(ts, |n| n.max(ts)));
             }

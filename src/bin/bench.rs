@@ -272,7 +272,6 @@ fn webhooks(n: usize, events: usize) -> Vec<SimWebhook> {
         .collect()
 }
 
-/// A config for one Authing source on `sim`; `extra` lines go under the source.
 /// A simulator of `n` webhooks × `events` events, no logs yet.
 async fn sim_of(n: usize, events: usize) -> anyhow::Result<Sim> {
     Ok(Sim::start(SimConfig {
@@ -282,6 +281,7 @@ async fn sim_of(n: usize, events: usize) -> anyhow::Result<Sim> {
     .await?)
 }
 
+/// A config for one Authing source on `sim`; `extra` lines go under the source.
 fn config_text(sim: &Sim, global: &str, extra: &str) -> String {
     let c = sim.config();
     format!(

@@ -242,10 +242,6 @@ impl Authing {
         }
     }
 
-    fn headers(auth: &Auth) -> HeaderMap {
-        auth.headers.clone()
-    }
-
     /// One page of a webhook's logs, decoded; body-level errors become errors.
     async fn fetch_logs(&self, webhook: &str, page: u64) -> Result<LogsPage, ApiError> {
         #[derive(Serialize)]
@@ -266,7 +262,7 @@ impl Authing {
                 endpoint: EP_LOGS,
                 method: Method::POST,
                 url: self.logs_url.clone(),
-                headers: Self::headers(auth),
+                headers: auth.headers.clone(),
                 body: Some(body.clone()),
             },
             |bytes| LogsPage::decode(bytes, self),
@@ -1301,7 +1297,7 @@ impl Provider for Arc<Authing> {
                                 endpoint: EP_LIST,
                                 method: Method::GET,
                                 url,
-                                headers: Authing::headers(auth),
+                                headers: auth.headers.clone(),
                                 body: None,
                             }
                         },

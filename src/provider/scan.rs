@@ -173,10 +173,8 @@ impl<'a> Scan<'a> {
     /// The next value, whole, as its raw text (what `serde_json` gives as a
     /// `RawValue`: no surrounding whitespace).
     pub(crate) fn value(&mut self) -> Option<&'a str> {
-        self.ws();
-        let start = self.at;
-        self.skip(0)?;
-        Some(&self.text[start..self.at])
+        let span = self.value_span()?;
+        self.slice(span)
     }
 
     /// Where the next value lies in the text (as [`Scan::value`]).
