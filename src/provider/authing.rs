@@ -28,7 +28,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::scan::Scan;
+use super::scan::{self, Scan};
 use super::{BoxFuture, Discovered, Provider, Sink, WalkReport, WalkSettings, Walker, unix_now};
 use crate::client::{ApiClient, ApiError, Request, short};
 use crate::config::{AuthingConfig, SourceConfig};
@@ -582,11 +582,12 @@ fn raw_bytes(v: Option<&str>) -> &[u8] {
 /// A raw JSON value as a string, if it is one.
 fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     // A string without escapes is its bytes between the quotes: the raw value
-    // is valid JSON already (no control characters inside), so the common
-    // case needs no second parse. Any other string has escapes (a borrowed
-    // `&str` would fail on them): unescape it.
+    // is valid JSON already (no control characters or bare quotes inside, so
+    // a backslash is the only stop byte it can hold), and the common case
+    // needs no second parse. Any other string has escapes (a borrowed `&str`
+    // would fail on them): unescape it.
     if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
-        && !inner.as_bytes().contains(&b'\\')
+        && !scan::has_string_stop(inner.as_bytes())
     {
         return Some(Cow::Borrowed(inner));
     }
@@ -627,7 +628,7 @@ impl<'a> RawEntry<'a> {
         });
         let status = match self.status {
             None | Some("null") => Some(StatusLabel::None),
-            Some(s) => match s.parse::<i64>() {
+            Some(s) => match digits_i64(s).map_or_else(|| s.parse::<i64>(), Ok) {
                 Ok(n) => Some(StatusLabel::from_code(Some(n))),
                 Err(_) => self
                     .status
@@ -656,9 +657,21 @@ impl<'a> RawEntry<'a> {
     }
 }
 
+/// `s` as an integer if it is 1 to 18 ASCII digits (what `parse::<i64>`
+/// gives for them, without its general loop: a status code is three).
+fn digits_i64(s: &str) -> Option<i64> {
+    (1..=18).contains(&s.len()).then_some(())?;
+    s.bytes().try_fold(0i64, |v, c| {
+        c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0'))
+    })
+}
+
 /// Authing timestamps: `2022-09-20T08:55:00.188+0800`, RFC 3339, or epoch ms.
 fn parse_timestamp(raw: &str) -> Option<i64> {
-    if let Ok(ms) = raw.parse::<i64>() {
+    // Epoch ms is a JSON number; Authing's own form is a string.
+    if !raw.starts_with('"')
+        && let Ok(ms) = raw.parse::<i64>()
+    {
         return Some(ms);
     }
     let s = json_str(raw)?;
@@ -1378,6 +1391,37 @@ mod tests {
             Some(1_663_635_300_188)
         );
         assert_eq!(parse_timestamp(raw("\"yesterday\"")), None);
+    }
+
+    #[test]
+    fn digits_i64_is_parse_where_it_answers() {
+        for s in [
+            "0",
+            "200",
+            "007",
+            "-1",
+            "+5",
+            "",
+            "2.0",
+            "2e2",
+            "1 ",
+            "abc",
+            "999999999999999999",
+            "9999999999999999999",
+            "18446744073709551616",
+        ] {
+            if let Some(n) = digits_i64(s) {
+                assert_eq!(s.parse::<i64>().ok(), Some(n), "{s}");
+            }
+        }
+        assert_eq!(digits_i64("200"), Some(200));
+        assert_eq!(
+            digits_i64("999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        assert_eq!(digits_i64("9999999999999999999"), None);
+        assert_eq!(digits_i64("-1"), None);
+        assert_eq!(digits_i64(""), None);
     }
 
     #[test]

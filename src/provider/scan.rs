@@ -333,6 +333,26 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// Whether `b` holds a quote, a backslash or a control character: eight
+/// bytes at a time, the last eight (or a short `b` padded with spaces) as one
+/// more word. Inside a valid JSON string only a backslash can be one.
+pub(crate) fn has_string_stop(b: &[u8]) -> bool {
+    let word = |w: &[u8]| <[u8; 8]>::try_from(w).map_or(0, u64::from_le_bytes);
+    let Some(last) = b.len().checked_sub(8) else {
+        let mut w = [b' '; 8];
+        w[..b.len()].copy_from_slice(b);
+        return first_stop(u64::from_le_bytes(w)).is_some();
+    };
+    let mut i = 0;
+    while i < last {
+        if first_stop(word(&b[i..i + 8])).is_some() {
+            return true;
+        }
+        i += 8;
+    }
+    first_stop(word(&b[last..])).is_some()
+}
+
 /// The length of the common prefix of `a` and `b`, eight bytes at a time.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let mut i = 0;
@@ -547,6 +567,27 @@ mod tests {
                 let mut b = a[..len].to_vec();
                 b[at] ^= 0x80;
                 assert_eq!(common_prefix(&a, &b), at, "{len} {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn has_string_stop_sees_every_stop_byte_at_every_position() {
+        for len in 0..=24 {
+            let plain = vec![b'a'; len];
+            assert!(!has_string_stop(&plain), "{len}");
+            for at in 0..len {
+                for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut b = plain.clone();
+                    b[at] = stop;
+                    assert!(has_string_stop(&b), "{len} {at} {stop}");
+                }
+                // Bytes next to the stops, and UTF-8, are not stops.
+                for other in [b' ', b'!', b'#', b'[', b']', 0x7f, 0xc3, 0xff] {
+                    let mut b = plain.clone();
+                    b[at] = other;
+                    assert!(!has_string_stop(&b), "{len} {at} {other}");
+                }
             }
         }
     }
