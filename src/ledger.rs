@@ -507,7 +507,8 @@ impl WebhookLedger {
         // A page repeats a few combinations of event, status and outcome:
         // tally them as the provider wrote them, then label each combination
         // once (its labels depend on nothing else) and update the maps once.
-        let mut tally: Vec<(&Attempt<'_>, u64)> = Vec::with_capacity(16);
+        // At most one combination per attempt: sized once, never grown.
+        let mut tally: Vec<(&Attempt<'_>, u64)> = Vec::with_capacity(attempts.len());
         let (mut last_success, mut last_failure) = (None::<f64>, None::<f64>);
         for a in attempts {
             let same = |t: &&mut (&Attempt<'_>, u64)| {
