@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::RateLimit;
@@ -304,16 +304,17 @@ impl ApiClient {
     }
 
     async fn send_once(&self, req: &Request) -> Result<Vec<u8>, ApiError> {
-        let mut rb = self
-            .http
-            .request(req.method.clone(), req.url.clone())
-            .headers(req.headers.clone());
+        // The request is built as it is sent: one copy of the headers, and a
+        // static content type (a builder merges the headers into a map of its
+        // own and copies a `&str` value into a new buffer, on every call).
+        let mut call = reqwest::Request::new(req.method.clone(), req.url.clone());
+        *call.headers_mut() = req.headers.clone();
         if let Some(body) = &req.body {
-            rb = rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
+            call.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *call.body_mut() = Some(body.clone().into());
         }
-        let mut resp = rb.send().await.map_err(transport_error)?;
+        let mut resp = self.http.execute(call).await.map_err(transport_error)?;
         let status = resp.status();
         if !status.is_success() {
             let retry_after = parse_retry_after(resp.headers(), std::time::SystemTime::now());
