@@ -628,7 +628,7 @@ impl<'a> RawEntry<'a> {
         });
         let status = match self.status {
             None | Some("null") => Some(StatusLabel::None),
-            Some(s) => match digits_i64(s).map_or_else(|| s.parse::<i64>(), Ok) {
+            Some(s) => match digits_i64(s.as_bytes()).map_or_else(|| s.parse::<i64>(), Ok) {
                 Ok(n) => Some(StatusLabel::from_code(Some(n))),
                 Err(_) => self
                     .status
@@ -657,11 +657,12 @@ impl<'a> RawEntry<'a> {
     }
 }
 
-/// `s` as an integer if it is 1 to 18 ASCII digits (what `parse::<i64>`
-/// gives for them, without its general loop: a status code is three).
-fn digits_i64(s: &str) -> Option<i64> {
-    (1..=18).contains(&s.len()).then_some(())?;
-    s.bytes().try_fold(0i64, |v, c| {
+/// `b` as an integer if it is 1 to 18 ASCII digits (what `parse::<i64>`
+/// gives for them, without its general loop: a status code is three, a
+/// timestamp's fields two to four).
+fn digits_i64(b: &[u8]) -> Option<i64> {
+    (1..=18).contains(&b.len()).then_some(())?;
+    b.iter().try_fold(0i64, |v, c| {
         c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0'))
     })
 }
@@ -691,11 +692,7 @@ fn parse_timestamp(raw: &str) -> Option<i64> {
 /// else, which [`parse_timestamp`] then leaves to chrono.
 fn fast_timestamp(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    let num = |from: usize, to: usize| -> Option<i64> {
-        b.get(from..to)?.iter().try_fold(0i64, |v, c| {
-            c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0'))
-        })
-    };
+    let num = |from: usize, to: usize| digits_i64(b.get(from..to)?);
     if b.len() < 20
         || [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')]
             .iter()
@@ -1410,18 +1407,18 @@ mod tests {
             "9999999999999999999",
             "18446744073709551616",
         ] {
-            if let Some(n) = digits_i64(s) {
+            if let Some(n) = digits_i64(s.as_bytes()) {
                 assert_eq!(s.parse::<i64>().ok(), Some(n), "{s}");
             }
         }
-        assert_eq!(digits_i64("200"), Some(200));
+        assert_eq!(digits_i64(b"200"), Some(200));
         assert_eq!(
-            digits_i64("999999999999999999"),
+            digits_i64(b"999999999999999999"),
             Some(999_999_999_999_999_999)
         );
-        assert_eq!(digits_i64("9999999999999999999"), None);
-        assert_eq!(digits_i64("-1"), None);
-        assert_eq!(digits_i64(""), None);
+        assert_eq!(digits_i64(b"9999999999999999999"), None);
+        assert_eq!(digits_i64(b"-1"), None);
+        assert_eq!(digits_i64(b""), None);
     }
 
     #[test]
