@@ -89,6 +89,23 @@ pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("invalid --web.listen-address {s:?}: {e}"))
 }
 
+/// Most threads the runtime's blocking pool may start. It runs one
+/// `/metrics` render per scrape in flight, state-file writes, web-config
+/// reloads and password checks; a burst of scrapers queues behind these
+/// threads instead of starting one thread (and holding one rendered page) each.
+/// Tokio's own default is 512.
+pub const MAX_BLOCKING_THREADS: usize = 16;
+
+/// The runtime the binary runs on: tokio's multi-thread scheduler (one worker
+/// per CPU, or `TOKIO_WORKER_THREADS`) with [`MAX_BLOCKING_THREADS`]. The
+/// process thus never has more than 1 + workers + 16 threads.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+}
+
 /// Runs the program; returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
     if !cli.telemetry_path.starts_with('/') || cli.telemetry_path.len() < 2 {

@@ -41,6 +41,22 @@ fn resources(pid: u32) -> (u64, usize, u64) {
     (field("VmRSS:"), fds, field("Threads:"))
 }
 
+/// OS threads are held to the runtime's bound rather than compared between
+/// early and late samples: the blocking pool grows and shrinks with the work in
+/// flight (a thread idles out after 10 s), so a late peak above an early one is
+/// no leak. The bound is main, one worker per CPU, and at most
+/// `MAX_BLOCKING_THREADS` more; a thread started per call, page or scrape
+/// passes it within seconds.
+fn assert_threads_within_runtime_bound(samples: impl Iterator<Item = u64>) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let pool = webhook_log_exporter::cli::MAX_BLOCKING_THREADS as u64;
+    let most = samples.max().unwrap_or(0);
+    assert!(
+        most > 0 && most <= 1 + workers + pool,
+        "{most} threads, past main + {workers} workers + a blocking pool of {pool}"
+    );
+}
+
 fn seconds(var: &str, default: u64) -> Duration {
     Duration::from_secs(
         std::env::var(var)
@@ -201,13 +217,7 @@ async fn fault_storm_keeps_serving_and_converges_to_the_truth() {
         fds.0,
         fds.1
     );
-    let threads = (max(early, |r| r.2), max(late, |r| r.2));
-    assert!(
-        threads.1 <= threads.0 + 4,
-        "threads grew from {} to {}",
-        threads.0,
-        threads.1
-    );
+    assert_threads_within_runtime_bound(samples.iter().map(|(_, r)| r.2));
     drop(proc);
 }
 
@@ -438,10 +448,7 @@ async fn soak_with_concurrent_scrapers_shows_no_growth() {
         late["fds"] <= early["fds"] + 8,
         "descriptors grew: {early:?} → {late:?}"
     );
-    assert!(
-        late["threads"] <= early["threads"] + 2,
-        "threads grew: {early:?} → {late:?}"
-    );
+    assert_threads_within_runtime_bound(samples.iter().map(|s| s.2));
     let m = scrape(addr).await;
     let tasks = m.sum("webhook_exporter_tasks", &[]);
     assert!(
