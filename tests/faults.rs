@@ -45,8 +45,8 @@ fn resources(pid: u32) -> (u64, usize, u64) {
 /// early and late samples: the blocking pool grows and shrinks with the work in
 /// flight (a thread idles out after 10 s), so a late peak above an early one is
 /// no leak. The bound is main, one worker per CPU, and at most
-/// `MAX_BLOCKING_THREADS` more; a thread started per call, page or scrape
-/// passes it within seconds.
+/// `MAX_BLOCKING_THREADS` more; a thread leaked per call, page or scrape
+/// would pass it within seconds.
 fn assert_threads_within_runtime_bound(samples: impl Iterator<Item = u64>) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let pool = webhook_log_exporter::cli::MAX_BLOCKING_THREADS as u64;
