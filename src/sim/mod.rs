@@ -82,6 +82,10 @@ pub struct SimConfig {
     pub error_messages: Vec<String>,
     /// How long each logs answer takes (a provider's round trip).
     pub latency: Duration,
+    /// Request bodies carry the user a user event is about (about 1.1 KB an
+    /// entry, as a `user:*` event's body does), not only the bare id of the
+    /// documented sample.
+    pub user_payload: bool,
 }
 
 impl Default for SimConfig {
@@ -109,6 +113,7 @@ impl Default for SimConfig {
             seed: 1,
             error_messages: Vec::new(),
             latency: Duration::ZERO,
+            user_payload: false,
         }
     }
 }
@@ -180,6 +185,8 @@ pub struct SimEntry {
     pub error: Option<String>,
     /// Unique payload id (part of the request body).
     pub payload_id: u64,
+    /// Whether the request body carries a whole user ([`SimConfig::user_payload`]).
+    pub user_payload: bool,
 }
 
 /// Appends `ms` as Authing writes timestamps (`2022-09-20T08:55:00.188+0800`,
@@ -221,11 +228,13 @@ impl SimEntry {
         }
         out.extend_from_slice(b"\"eventName\":");
         string(out, &self.event);
-        let _ = write!(
-            out,
-            ",\"requestBody\":{{\"data\":{{\"id\":\"{:024x}\"}},\"eventName\":",
-            self.payload_id
-        );
+        out.extend_from_slice(b",\"requestBody\":{\"data\":{");
+        if self.user_payload {
+            self.write_user(out);
+        } else {
+            let _ = write!(out, "\"id\":\"{:024x}\"", self.payload_id);
+        }
+        out.extend_from_slice(b"},\"eventName\":");
         string(out, &self.event);
         out.extend_from_slice(
             b"},\"requestHeaders\":{\"content-type\":\"application/json\",\"user-agent\":\"authing-webhook@2.0\",\"x-authing-webhook-secret\":",
@@ -258,6 +267,64 @@ impl SimEntry {
         out.push(b'}');
     }
 
+    /// The members of the user object of [`SimEntry::user_json`], keys sorted.
+    fn write_user(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let n = self.payload_id;
+        let _ = write!(
+            out,
+            "\"blocked\":false,\"browser\":\"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\",\
+             \"city\":null,\"company\":null,\"country\":null,\
+             \"createdAt\":\"2022-09-01T10:00:00.000+0800\",\
+             \"customData\":{{\"plan\":\"pro\",\"seats\":{}}},\"device\":null,\
+             \"email\":\"user{n}@example.com\",\"emailVerified\":true,\"gender\":\"U\",\
+             \"id\":\"{n:024x}\",\"isDeleted\":false,\"lastIp\":\"10.0.{}.{}\",\
+             \"lastLogin\":\"2022-09-20T08:55:00.188+0800\",\"loginsCount\":{},\
+             \"nickname\":\"User {n}\",\"phone\":\"+86 138{:08}\",\"phoneVerified\":false,\
+             \"photo\":\"https://files.authing.co/authing-console/default-user-avatar.png\",\
+             \"signedUp\":\"2022-09-01T10:00:00.000+0800\",\
+             \"updatedAt\":\"2022-09-20T08:55:00.188+0800\",\
+             \"userPoolId\":\"62a0f1d2c3b4a59687766554\",\"username\":\"user{n}\"",
+            n % 50,
+            n % 250,
+            n % 200,
+            n % 97,
+            n % 100_000_000,
+        );
+    }
+
+    /// The user object a `user:*` event's body carries (see [`SimConfig::user_payload`]).
+    #[cfg(test)]
+    fn user_json(&self) -> Value {
+        let n = self.payload_id;
+        json!({
+            "id": format!("{n:024x}"),
+            "userPoolId": "62a0f1d2c3b4a59687766554",
+            "username": format!("user{n}"),
+            "email": format!("user{n}@example.com"),
+            "emailVerified": true,
+            "phone": format!("+86 138{:08}", n % 100_000_000),
+            "phoneVerified": false,
+            "nickname": format!("User {n}"),
+            "photo": "https://files.authing.co/authing-console/default-user-avatar.png",
+            "gender": "U",
+            "loginsCount": n % 97,
+            "lastLogin": "2022-09-20T08:55:00.188+0800",
+            "lastIp": format!("10.0.{}.{}", n % 250, n % 200),
+            "signedUp": "2022-09-01T10:00:00.000+0800",
+            "createdAt": "2022-09-01T10:00:00.000+0800",
+            "updatedAt": "2022-09-20T08:55:00.188+0800",
+            "blocked": false,
+            "isDeleted": false,
+            "country": null,
+            "city": null,
+            "company": null,
+            "browser": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+            "device": null,
+            "customData": {"plan": "pro", "seats": n % 50},
+        })
+    }
+
     /// The entry as a JSON value (the reference [`SimEntry::write_json`] is tested against).
     #[cfg(test)]
     fn to_json(&self, secret: &str) -> Value {
@@ -272,7 +339,14 @@ impl SimEntry {
         let mut v = json!({
             "webhookId": self.webhook,
             "eventName": self.event,
-            "requestBody": {"eventName": self.event, "data": {"id": format!("{:024x}", self.payload_id)}},
+            "requestBody": {
+                "eventName": self.event,
+                "data": if self.user_payload {
+                    self.user_json()
+                } else {
+                    json!({"id": format!("{:024x}", self.payload_id)})
+                },
+            },
             "requestHeaders": {"content-type": "application/json", "user-agent": "authing-webhook@2.0",
                                "x-authing-webhook-secret": secret},
             "responseHeaders": {},
@@ -434,6 +508,7 @@ impl SimState {
                 success: true,
                 error: None,
                 payload_id: self.next_payload,
+                user_payload: self.cfg.user_payload,
             };
             if fail && !self.cfg.error_messages.is_empty() {
                 e.success = false;
@@ -1117,6 +1192,10 @@ mod tests {
         odd.ts_ms = 999;
         odd.status = None;
         st.truth.push(odd);
+        let mut user = st.truth[1].clone();
+        user.user_payload = true;
+        user.payload_id = 123_456_789_012;
+        st.truth.push(user);
         for e in &st.truth {
             let mut text = Vec::new();
             e.write_json("s\"ecret", &mut text);
