@@ -616,7 +616,10 @@ impl Bench {
         let secs = start.elapsed().as_secs_f64();
         let cpu = cpu_note(&cpu0, &cpu_by_thread(), secs);
         let ticks = user_kernel_ticks("exporter");
-        let (user, kernel) = (ticks.0 - ticks0.0, ticks.1 - ticks0.1);
+        let (user, kernel) = (
+            ticks.0.saturating_sub(ticks0.0),
+            ticks.1.saturating_sub(ticks0.1),
+        );
         let counted = exp.counted();
         exp.stop();
         if counted != total {
