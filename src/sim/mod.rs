@@ -267,7 +267,8 @@ impl SimEntry {
         out.push(b'}');
     }
 
-    /// The members of the user object of [`SimEntry::user_json`], keys sorted.
+    /// The members of the user object a `user:*` event carries
+    /// ([`SimConfig::user_payload`]), keys sorted as `to_json` renders them.
     fn write_user(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
         let n = self.payload_id;
