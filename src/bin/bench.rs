@@ -15,7 +15,8 @@
 //! take the exporter's core. With a single CPU, nothing is pinned and the
 //! figures include the simulator's work.
 //!
-//! Scenarios (`--only` picks some): `ingest` (with the parse baseline),
+//! Scenarios (`--only` picks some): `ingest` (with the parse baseline; once
+//! with the documented sample's request bodies, once with a user in each),
 //! `bird`, `scrape`, `rss` (in a child process, so its RSS is its own),
 //! `quota`, `latency`. `--quick` shrinks every one to a smoke run.
 
