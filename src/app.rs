@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::{SelfMetrics, render};
 use crate::poller::SourceRuntime;
-use crate::provider::unix_now;
 use crate::registry::Registry;
 use crate::server::{AppState, ReloadRequest, serve_with};
 use crate::state::{self, Loaded, SourceState, StateFile};
+use crate::util::unix_now;
 use crate::webconfig::WebConfig;
 
 /// Shortest pause between two state writes: walks that end together share one write.
@@ -109,7 +109,7 @@ impl Store {
             .state_writes
             .with_label_values(&["error"])
             .inc();
-        let mut last = crate::ledger::lock(&self.last_error_log);
+        let mut last = crate::util::lock(&self.last_error_log);
         if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             *last = Some(Instant::now());
             tracing::error!(

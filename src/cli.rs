@@ -11,8 +11,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{Exporter, run_with_web};
 use crate::config::{Config, ConfigError};
 use crate::logging::{LogFormat, LogLevel};
-use crate::sim::bird::{BirdSim, BirdSimConfig};
-use crate::sim::{Sim, SimConfig};
 use crate::webconfig::WebConfig;
 
 /// Prometheus exporter for webhook delivery failures (Authing/GenAuth, Bird).
@@ -239,69 +237,19 @@ async fn stop_on_signals(stop: CancellationToken) {
     stop.cancel();
 }
 
-/// The demo's configuration, pointing at the two simulators.
-pub fn demo_config(
-    authing_url: &str,
-    authing: &SimConfig,
-    bird_url: &str,
-    bird: &BirdSimConfig,
-) -> String {
-    format!(
-        "# webhook-log-exporter demo: polling the embedded simulators.\n\
-         global:\n  poll_interval: 5s\n  lookback: 1h\n  state_file: \"\"\n\
-         sources:\n  - name: authing-demo\n    provider: authing\n    base_url: {authing_url}\n    \
-         access_key_id: {}\n    access_key_secret: {}\n    page_size: 50\n    \
-         rate_limit: {{requests_per_second: 20, burst: 20}}\n  \
-         - name: bird-demo\n    provider: bird\n    base_url: {bird_url}\n    access_key: {}\n    \
-         organization_id: {}\n    workspace_id: {}\n    rate_limit: {{requests_per_second: 20, burst: 20}}\n",
-        authing.access_key_id,
-        authing.access_key_secret,
-        bird.access_key,
-        bird.organization_id,
-        bird.workspace_id
-    )
-}
-
+/// `demo`: the simulators on loopback and the exporter polling them.
 async fn demo(cli: &Cli) -> ExitCode {
-    let sim_cfg = SimConfig {
-        rate_per_webhook: 2.0,
-        failure_ratio: 0.15,
-        ..SimConfig::default()
-    };
-    let bird_cfg = BirdSimConfig {
-        rate_per_subscription: 0.5,
-        ..BirdSimConfig::default()
-    };
-    let (sim, bird) = match (
-        Sim::start(sim_cfg.clone()).await,
-        BirdSim::start(bird_cfg.clone()).await,
-    ) {
-        (Ok(s), Ok(b)) => (s, b),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: cannot start the simulators: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // A little history, so the first scrape already shows every series.
-    for i in 0..sim_cfg.webhooks.len() {
-        sim.generate(i, 20);
-    }
-    for i in 0..bird_cfg.subscriptions.len() {
-        bird.generate(i, 5);
-    }
-    let text = demo_config(&sim.base_url(), &sim_cfg, &bird.base_url(), &bird_cfg);
-    let config = match Config::parse(std::path::Path::new("demo.yml"), &text) {
-        Ok(c) => c,
+    let demo = match crate::demo::Demo::start().await {
+        Ok(d) => d,
         Err(e) => {
-            eprintln!("error: demo config: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
-    tracing::info!(authing = %sim.base_url(), bird = %bird.base_url(), "demo: simulated provider APIs running on loopback");
+    tracing::info!(apis = %demo.describe(), "demo: simulated provider APIs running on loopback");
     eprintln!(
-        "demo: simulated Authing API at {}, Bird API at {}; exporter on {} (try: curl -s localhost{}{})",
-        sim.base_url(),
-        bird.base_url(),
+        "demo: simulated {}; exporter on {} (try: curl -s localhost{}{})",
+        demo.describe(),
         cli.listen_address,
         if cli.listen_address.starts_with(':') {
             cli.listen_address.as_str()
@@ -310,5 +258,8 @@ async fn demo(cli: &Cli) -> ExitCode {
         },
         cli.telemetry_path
     );
-    serve(cli, config, None, CancellationToken::new()).await
+    let config = demo.config.clone();
+    let code = serve(cli, config, None, CancellationToken::new()).await;
+    drop(demo);
+    code
 }

@@ -1,16 +1,23 @@
 //! The HTTP client of one source: rate limit, cooldown, retries, timeouts and a
-//! body-size cap, with every call counted in the self-metrics.
+//! body-size cap, with every call and every error counted in the self-metrics.
 //!
 //! One [`ApiClient`] per source is shared by all its webhooks, so the limiter
 //! is the promise of SPEC §6: over any 1 s window at most
-//! `requests_per_second + burst` calls. A 429 with `Retry-After` (seconds or an
-//! HTTP date) closes the whole source until then; without it, and on 5xx,
-//! timeouts and connection errors, the call is retried with exponential backoff
-//! and jitter (`backon`), at most `max_retries` times.
+//! `requests_per_second + burst` calls. A throttling answer (429, or what the
+//! provider's [`Policy`] says is one, e.g. GitHub's 403 with
+//! `x-ratelimit-remaining: 0`) with a wait (`Retry-After`, a reset time) closes
+//! the whole source until then; without one, and on 5xx, timeouts and
+//! connection errors, the call is retried with exponential backoff and jitter
+//! (`backon`), at most `max_retries` times.
+//!
+//! A provider never counts an error itself: [`ApiClient::call`] counts what the
+//! call, the provider's policy and the provider's decoder return. Answers come
+//! back whole ([`Response`]: status, headers, body), and a `304` to a
+//! conditional request (`If-None-Match`) is an answer, not an error.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::BackoffBuilder;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -18,67 +25,66 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::RateLimit;
-use crate::ledger::lock;
 use crate::metrics::SelfMetrics;
+use crate::util::lock;
 
-/// Longest cooldown a `Retry-After` may impose (a broken header must not stop
-/// a source for a day).
+/// Longest cooldown a `Retry-After` or reset time may impose (a guard against
+/// absurd values).
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
-/// Body buffers a client keeps for reuse ([`ApiClient::recycle`]), and the
-/// largest it keeps: a page of logs is tens of kilobytes, and allocating and
-/// freeing one per call is a slow path of the allocator. At most 2 MiB per
-/// source stay allocated this way.
-const SPARE_BODIES: usize = 8;
-const SPARE_BODY_MAX: usize = 256 << 10;
-
-/// Why a call failed. `reason()` is the bounded `reason` label.
+/// A failed API call. `reason()` is the `webhook_exporter_api_errors_total`
+/// label; the `Display` text is for logs and never holds a URL's query or a
+/// secret.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
-    /// The provider answered with an HTTP error status.
+    /// A non-2xx HTTP status.
     #[error("HTTP {status}")]
     Http {
         /// The status.
         status: u16,
-        /// `Retry-After`, when the answer had one.
+        /// How long the provider asked us to wait, if it did.
         retry_after: Option<Duration>,
+        /// Whether the answer means "slow down" (429, or the provider's own
+        /// throttling answer).
+        throttled: bool,
     },
-    /// No complete answer within the request timeout.
+    /// The call timed out.
     #[error("timed out")]
     Timeout,
-    /// The connection could not be made or broke.
+    /// Connecting or reading failed.
     #[error("connection failed: {0}")]
     Connect(String),
-    /// The body was not what the API documents.
+    /// The body is not what the API documents.
     #[error("undecodable response: {0}")]
     Decode(String),
-    /// The body exceeded the size cap.
+    /// The body is larger than `max_response_bytes`.
     #[error("response body over {0} bytes refused")]
     TooLarge(usize),
-    /// Credentials were refused.
+    /// Credentials were refused or could not be obtained.
     #[error("authentication failed: {0}")]
     Auth(String),
-    /// HTTP 200 with an error in the body (Authing's `statusCode`).
+    /// An error the API reported in the body of an answer (Authing's
+    /// `statusCode`).
     #[error("API error {code}: {message}")]
     Api {
-        /// Business status code.
+        /// The body's status code.
         code: i64,
-        /// Provider message, truncated.
+        /// Its message, shortened.
         message: String,
     },
-    /// The resource does not exist (a deleted webhook or subscription).
+    /// `404`: the resource (a webhook, a subscription) is gone.
     #[error("not found")]
     NotFound,
 }
 
 impl ApiError {
-    /// The `reason` label of `webhook_exporter_api_errors_total`. Credentials
-    /// refused (HTTP or body 401/403) are `auth`, like a failed token flow, so
-    /// one label tells an on-call engineer the key is wrong or revoked.
+    /// The `reason` label: `http`, `timeout`, `connect`, `decode`, `auth`, `api`.
     pub fn reason(&self) -> &'static str {
         match self {
             ApiError::Http {
-                status: 401 | 403, ..
+                status: 401 | 403,
+                throttled: false,
+                ..
             }
             | ApiError::Api {
                 code: 401 | 403, ..
@@ -92,25 +98,31 @@ impl ApiError {
         }
     }
 
-    /// Worth retrying inside the walk (the fault may pass in seconds).
+    /// Whether trying again may help (throttling, 5xx, timeouts, network,
+    /// truncated bodies).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ApiError::Http { status, .. } => *status == 429 || *status >= 500,
+            ApiError::Http {
+                status, throttled, ..
+            } => *throttled || *status == 429 || *status >= 500,
             ApiError::Api { code, .. } => *code == 429 || *code >= 500,
             ApiError::Timeout | ApiError::Connect(_) | ApiError::Decode(_) => true,
             ApiError::TooLarge(_) | ApiError::Auth(_) | ApiError::NotFound => false,
         }
     }
 
-    /// A throttling answer.
+    /// Whether the provider throttled us (counted in `api_throttled_total`).
     pub fn is_throttle(&self) -> bool {
         matches!(
             self,
-            ApiError::Http { status: 429, .. } | ApiError::Api { code: 429, .. }
+            ApiError::Http {
+                throttled: true,
+                ..
+            } | ApiError::Api { code: 429, .. }
         )
     }
 
-    /// The server's requested wait, if any.
+    /// How long the provider asked us to wait.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Http { retry_after, .. } => *retry_after,
@@ -119,7 +131,7 @@ impl ApiError {
     }
 }
 
-/// Cuts provider text for an error message: bounded, one line.
+/// `s` on one line and at most 200 characters (for error texts from bodies).
 pub fn short(s: &str) -> String {
     let one_line: String = s
         .chars()
@@ -129,31 +141,83 @@ pub fn short(s: &str) -> String {
     one_line.trim().to_string()
 }
 
-/// One HTTP request to make.
+/// One API call to make.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// Bounded `endpoint` label.
+    /// The `endpoint` label (a fixed name, never the URL).
     pub endpoint: &'static str,
     /// Method.
     pub method: Method,
     /// Full URL.
     pub url: Url,
-    /// Extra headers (credentials among them: never logged).
+    /// Headers (credentials marked sensitive; `If-None-Match` for a
+    /// conditional request).
     pub headers: HeaderMap,
-    /// JSON body.
+    /// JSON body, if any.
     pub body: Option<Vec<u8>>,
 }
 
-/// The HTTP client of one source. See the module docs.
+/// An answer: 2xx, or `304 Not Modified` to a conditional request.
+#[derive(Debug)]
+pub struct Response {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body (empty for a `304`).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Whether a conditional request was answered "unchanged".
+    pub fn not_modified(&self) -> bool {
+        self.status == StatusCode::NOT_MODIFIED
+    }
+
+    /// A header as text, if present and ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+}
+
+/// What a provider's answers mean beyond the HTTP status: its throttling
+/// answers, and errors it reports inside a 2xx body. Given to the client of
+/// each source by its provider, so that the client can count every error.
+pub trait Policy: Send + Sync {
+    /// For a non-2xx answer: `Some(wait)` if it means "slow down", with how
+    /// long to wait if the answer says (`None` inside: back off). The default
+    /// is a 429 with its `Retry-After`.
+    fn throttle(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Option<Duration>> {
+        (status == StatusCode::TOO_MANY_REQUESTS).then(|| parse_retry_after(headers, now))
+    }
+
+    /// An error carried by a 2xx answer's body (default: none).
+    fn body_error(&self, _endpoint: &str, _body: &[u8]) -> Option<ApiError> {
+        None
+    }
+}
+
+/// The policy of an API with no conventions beyond HTTP.
+#[derive(Debug, Default)]
+pub struct PlainHttp;
+
+impl Policy for PlainHttp {}
+
+/// The client of one source.
 pub struct ApiClient {
     source: Arc<str>,
     http: reqwest::Client,
     limiter: DefaultDirectRateLimiter,
     cooldown_until: Mutex<Option<Instant>>,
     metrics: Arc<SelfMetrics>,
+    policy: Arc<dyn Policy>,
     max_body: usize,
     max_retries: u32,
-    spare_bodies: Mutex<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -164,10 +228,10 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
-/// Settings of an [`ApiClient`].
-#[derive(Debug, Clone)]
+/// Settings of one source's client.
+#[derive(Clone)]
 pub struct ClientSettings {
-    /// Source name (label).
+    /// Source name (metric label).
     pub source: Arc<str>,
     /// Limiter settings.
     pub rate_limit: RateLimit,
@@ -175,22 +239,30 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// Body size cap.
     pub max_body: usize,
-    /// Retries per call.
+    /// Retries of one failed call.
     pub max_retries: u32,
-    /// Calls that may be in flight at once: that many idle connections are
-    /// kept, so none is closed and reopened (a TLS handshake) between walks.
+    /// Idle connections kept per host: every walk that may be in flight at
+    /// once, so each finds a warm connection.
     pub connections: usize,
+    /// The provider's answers.
+    pub policy: Arc<dyn Policy>,
 }
 
-/// Builds the reqwest client every source uses: rustls with the platform's
-/// roots (certificates are always verified), no proxy surprises, a user agent.
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("source", &self.source)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A plain client with the exporter's TLS set-up (rustls with the platform's
+/// roots), user agent and timeouts, for callers outside a source (the bench).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     client_builder(timeout, 8).build()
 }
 
-/// [`http_client`] keeping up to `idle` connections per host. Redirects are
-/// not followed: the APIs do not redirect, and a redirect is an answer to
-/// see (an error), not a reason to send credentials somewhere else.
 fn client_builder(timeout: Duration, idle: usize) -> reqwest::ClientBuilder {
     // reqwest is built without a default crypto provider; install ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -220,22 +292,10 @@ impl ApiClient {
             limiter: RateLimiter::direct(quota),
             cooldown_until: Mutex::new(None),
             metrics,
+            policy: settings.policy,
             max_body: settings.max_body,
             max_retries: settings.max_retries,
-            spare_bodies: Mutex::new(Vec::new()),
         })
-    }
-
-    /// Gives back the body [`ApiClient::send`] returned, once read, for a
-    /// later call to fill.
-    pub fn recycle(&self, mut body: Vec<u8>) {
-        if body.capacity() <= SPARE_BODY_MAX {
-            let mut spare = lock(&self.spare_bodies);
-            if spare.len() < SPARE_BODIES {
-                body.clear();
-                spare.push(body);
-            }
-        }
     }
 
     /// The source this client serves.
@@ -243,9 +303,9 @@ impl ApiClient {
         &self.source
     }
 
-    /// Waits for the cooldown and the limiter, then makes one HTTP call and
-    /// returns the body of a 2xx answer. Every call is counted.
-    pub async fn send(&self, req: &Request) -> Result<Vec<u8>, ApiError> {
+    /// One call, after the limiter and any cooldown: the answer, or the error
+    /// it made (counted). No retries: see [`ApiClient::call`].
+    pub async fn send(&self, req: &Request) -> Result<Response, ApiError> {
         // A cooldown may begin while this call waits for the limiter: check again
         // after it, so no call leaves during a Retry-After.
         loop {
@@ -260,26 +320,40 @@ impl ApiClient {
             }
         }
         let start = Instant::now();
-        let result = self.send_once(req).await;
-        let elapsed = start.elapsed().as_secs_f64();
-        let status_label = match &result {
-            Ok(_) => "200".to_string(),
-            Err(ApiError::Http { status, .. }) => status.to_string(),
-            Err(ApiError::NotFound) => "404".to_string(),
-            Err(ApiError::Decode(_) | ApiError::TooLarge(_)) => "200".to_string(),
-            Err(_) => "none".to_string(),
-        };
-        self.metrics
-            .api_call(&self.source, req.endpoint, &status_label, elapsed);
+        let (status, result) = self.send_once(req).await;
+        let status_label = status.map_or_else(|| "none".to_string(), |s| s.as_u16().to_string());
+        self.metrics.api_call(
+            &self.source,
+            req.endpoint,
+            &status_label,
+            start.elapsed().as_secs_f64(),
+        );
         if let Err(e) = &result {
-            self.note_error(e);
+            self.count_error(e);
         }
         result
     }
 
-    /// Counts a failed call (also for errors a provider finds in a 200 body)
-    /// and applies a throttle's cooldown to the whole source.
-    pub fn note_error(&self, e: &ApiError) {
+    /// A call with retries: `decode` turns each answer into the caller's value
+    /// (or an error, counted like the call's own); retryable errors are tried
+    /// again with backoff, at most `max_retries` times.
+    pub async fn call<T>(
+        &self,
+        req: &Request,
+        decode: impl Fn(Response) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.retrying(|| async {
+            let resp = self.send(req).await?;
+            decode(resp).inspect_err(|e| self.count_error(e))
+        })
+        .await
+    }
+
+    /// Counts an error, and starts the source's cooldown if it asked for one.
+    /// Every error of a call is counted here; the shared walk scaffolding
+    /// (`provider::walk`) also reports faults it finds across answers (a page
+    /// token that repeats) through it.
+    pub(crate) fn count_error(&self, e: &ApiError) {
         self.metrics
             .api_errors
             .with_label_values(&[&*self.source, e.reason()])
@@ -295,6 +369,7 @@ impl ApiClient {
         }
     }
 
+    /// Closes the source for `wait` (the longest cooldown asked for wins).
     fn cool_down(&self, wait: Duration) {
         let until = Instant::now() + wait.min(MAX_COOLDOWN);
         let mut c = lock(&self.cooldown_until);
@@ -303,10 +378,8 @@ impl ApiClient {
         }
     }
 
-    async fn send_once(&self, req: &Request) -> Result<Vec<u8>, ApiError> {
-        // The request is built as it is sent: one copy of the headers, and a
-        // static content type (a builder merges the headers into a map of its
-        // own and copies a `&str` value into a new buffer, on every call).
+    /// The call itself: the answer's status (if one came) and the outcome.
+    async fn send_once(&self, req: &Request) -> (Option<StatusCode>, Result<Response, ApiError>) {
         let mut call = reqwest::Request::new(req.method.clone(), req.url.clone());
         *call.headers_mut() = req.headers.clone();
         if let Some(body) = &req.body {
@@ -314,40 +387,74 @@ impl ApiClient {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             *call.body_mut() = Some(body.clone().into());
         }
-        let mut resp = self.http.execute(call).await.map_err(transport_error)?;
+        let mut resp = match self.http.execute(call).await {
+            Ok(r) => r,
+            Err(e) => return (None, Err(transport_error(e))),
+        };
         let status = resp.status();
+        if status == StatusCode::NOT_MODIFIED {
+            let headers = std::mem::take(resp.headers_mut());
+            return (
+                Some(status),
+                Ok(Response {
+                    status,
+                    headers,
+                    body: Vec::new(),
+                }),
+            );
+        }
         if !status.is_success() {
-            let retry_after = parse_retry_after(resp.headers(), std::time::SystemTime::now());
-            if status == StatusCode::NOT_FOUND {
-                return Err(ApiError::NotFound);
-            }
-            return Err(ApiError::Http {
-                status: status.as_u16(),
-                retry_after,
-            });
+            let throttle = self
+                .policy
+                .throttle(status, resp.headers(), SystemTime::now());
+            let err = match (status, throttle) {
+                (StatusCode::NOT_FOUND, None) => ApiError::NotFound,
+                (_, throttle) => ApiError::Http {
+                    status: status.as_u16(),
+                    retry_after: throttle
+                        .flatten()
+                        .or_else(|| parse_retry_after(resp.headers(), SystemTime::now())),
+                    throttled: throttle.is_some(),
+                },
+            };
+            return (Some(status), Err(err));
         }
         if resp
             .content_length()
             .is_some_and(|n| n > self.max_body as u64)
         {
-            return Err(ApiError::TooLarge(self.max_body));
+            return (Some(status), Err(ApiError::TooLarge(self.max_body)));
         }
-        let mut body = lock(&self.spare_bodies).pop().unwrap_or_default();
-        body.reserve(resp.content_length().map_or(8192, |n| n as usize));
-        while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(ApiError::TooLarge(self.max_body));
+        let mut body = Vec::with_capacity(resp.content_length().map_or(8192, |n| n as usize));
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.max_body {
+                        return (Some(status), Err(ApiError::TooLarge(self.max_body)));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return (Some(status), Err(transport_error(e))),
             }
-            body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        if let Some(e) = self.policy.body_error(req.endpoint, &body) {
+            return (Some(status), Err(e));
+        }
+        let headers = std::mem::take(resp.headers_mut());
+        (
+            Some(status),
+            Ok(Response {
+                status,
+                headers,
+                body,
+            }),
+        )
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries are
-    /// spent. Throttles wait for `Retry-After` (source-wide, already applied by
-    /// [`ApiClient::note_error`]) or back off; other retryable errors back off
-    /// exponentially with jitter.
-    pub async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ApiError>
+    /// spent; waits out backoff (a `Retry-After` is waited out by `send`).
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ApiError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -369,7 +476,6 @@ impl ApiClient {
                     if e.retry_after().is_none() {
                         tokio::time::sleep(delay).await;
                     }
-                    // With Retry-After, `send` itself waits out the cooldown.
                     tracing::debug!(source = %self.source, error = %e, "retrying API call");
                 }
                 Err(e) => return Err(e),
@@ -381,8 +487,6 @@ impl ApiClient {
 fn transport_error(e: reqwest::Error) -> ApiError {
     if e.is_timeout() {
         ApiError::Timeout
-    } else if e.is_connect() {
-        ApiError::Connect(short(&without_url(&e)))
     } else if e.is_body() || e.is_decode() {
         ApiError::Connect(format!("body: {}", short(&without_url(&e))))
     } else {
@@ -390,8 +494,8 @@ fn transport_error(e: reqwest::Error) -> ApiError {
     }
 }
 
-/// reqwest's messages name the URL; ours name the endpoint instead, so that no
-/// query string (tokens, in some APIs) reaches a log line.
+/// The error's causes, without the URL reqwest puts in its own text (it may
+/// carry query parameters).
 fn without_url(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut msg = String::new();
@@ -410,14 +514,14 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
-/// Parses `Retry-After` as delta-seconds or an HTTP date.
-pub fn parse_retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let date = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let target: std::time::SystemTime = date.with_timezone(&chrono::Utc).into();
+    let target: SystemTime = date.with_timezone(&chrono::Utc).into();
     Some(target.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -431,7 +535,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(
-            parse_retry_after(&h, std::time::SystemTime::now()),
+            parse_retry_after(&h, SystemTime::now()),
             Some(Duration::from_secs(7))
         );
         h.insert(
@@ -451,6 +555,7 @@ mod tests {
             let http = ApiError::Http {
                 status,
                 retry_after: None,
+                throttled: false,
             };
             let body = ApiError::Api {
                 code: i64::from(status),
@@ -461,7 +566,8 @@ mod tests {
         assert_eq!(
             ApiError::Http {
                 status: 503,
-                retry_after: None
+                retry_after: None,
+                throttled: false,
             }
             .reason(),
             "http"

@@ -23,8 +23,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
 };
 
-use crate::ledger::{ATTEMPT_BUCKETS, Histogram, LAG_BUCKETS, StatusLabel, WebhookCounts, lock};
+use crate::ledger::{ATTEMPT_BUCKETS, Histogram, LAG_BUCKETS, StatusLabel, WebhookCounts};
 use crate::registry::{Registry, SourceHandle, WebhookHandle};
+use crate::util::lock;
 
 /// The exporter's metrics about itself.
 pub struct SelfMetrics {
@@ -193,7 +194,7 @@ impl SelfMetrics {
             "Unix time the web configuration was last loaded successfully.",
         )?;
         web_reload_successful.set(1);
-        web_reload_success_time.set(crate::provider::unix_now());
+        web_reload_success_time.set(crate::util::unix_now());
         for result in ["success", "error"] {
             state_writes.with_label_values(&[result]);
         }
@@ -201,7 +202,7 @@ impl SelfMetrics {
             state_load_failures.with_label_values(&[reason]);
         }
         reload_successful.set(1);
-        reload_success_time.set(crate::provider::unix_now());
+        reload_success_time.set(crate::util::unix_now());
         registry.register(Box::new(state_writes.clone()))?;
         registry.register(Box::new(state_last_write.clone()))?;
         registry.register(Box::new(state_load_failures.clone()))?;

@@ -20,12 +20,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ApiClient, ClientSettings};
-use crate::config::{Global, ProviderConfig, SourceConfig};
-use crate::ledger::{SourceLedger, WebhookCounts, WebhookLedger, lock};
+use crate::config::{Global, SourceConfig};
+use crate::ledger::{SourceLedger, WebhookCounts, WebhookLedger};
 use crate::metrics::SelfMetrics;
-use crate::provider::{self, Discovered, Provider, Sink, Walker, unix_now};
+use crate::provider::{Discovered, Provider, Sink, Walker};
 use crate::registry::{SourceHandle, WebhookHandle, WebhookInfo, enabled_label};
 use crate::state::{SourceState, WebhookState};
+use crate::util::{lock, unix_now};
 
 /// A source being polled.
 pub struct SourceRuntime {
@@ -50,14 +51,6 @@ impl std::fmt::Debug for SourceRuntime {
         f.debug_struct("SourceRuntime")
             .field("source", &self.handle.name)
             .finish_non_exhaustive()
-    }
-}
-
-/// Unbounded list of configured ids, if the config names them.
-fn configured_ids(sc: &SourceConfig) -> Option<&[String]> {
-    match &sc.provider {
-        ProviderConfig::Authing(a) => a.webhooks.as_deref(),
-        ProviderConfig::Bird(b) => b.subscriptions.as_deref(),
     }
 }
 
@@ -95,24 +88,25 @@ impl SourceRuntime {
                 max_retries: global.max_retries,
                 // Every walk in flight, and discovery.
                 connections: sc.concurrency + 1,
+                policy: sc.provider.policy(),
             },
             metrics.clone(),
         )?);
         metrics.init_source(&sc.name);
         let ledger = Arc::new(SourceLedger::new(
             &sc.name,
-            sc.kind().as_str(),
+            sc.provider_name(),
             global.max_event_values,
             global.max_error_values,
         ));
         let seed = seed
-            .filter(|s| s.provider == sc.kind().as_str())
+            .filter(|s| s.provider == sc.provider_name())
             .unwrap_or_default();
         ledger.events.restore(&seed.events, 0);
         ledger.errors.restore(&seed.errors, 0);
         Ok(Arc::new(SourceRuntime {
             handle: Arc::new(SourceHandle::new(ledger)),
-            provider: provider::build(global, sc, client),
+            provider: sc.provider.build(global, sc, client),
             config: sc.clone(),
             global: global.clone(),
             semaphore: Arc::new(Semaphore::new(sc.concurrency)),
@@ -149,7 +143,7 @@ impl SourceRuntime {
             }
         }
         SourceState {
-            provider: self.config.kind().as_str().to_string(),
+            provider: self.config.provider_name().to_string(),
             events: self
                 .handle
                 .ledger
@@ -208,7 +202,7 @@ impl SourceRuntime {
                 None => unknown_info(),
             }
         };
-        match (configured_ids(&self.config), found) {
+        match (self.config.provider.webhooks(), found) {
             (Some(ids), found) => Some(
                 ids.iter()
                     .map(|id| {

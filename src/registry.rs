@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::ledger::{SourceLedger, WebhookLedger, lock};
+use crate::ledger::{SourceLedger, WebhookLedger};
 use crate::state::WebhookState;
+use crate::util::lock;
 
 /// The `enabled` label value from saved text.
 pub fn enabled_label(s: &str) -> &'static str {

@@ -168,7 +168,7 @@ fn ago(now: f64, t: Option<f64>) -> String {
 }
 
 async fn landing(State(st): State<AppState>) -> Html<String> {
-    let now = crate::provider::unix_now();
+    let now = crate::util::unix_now();
     let path = html_escape(&st.telemetry_path);
     let mut h = String::new();
     let _ = write!(
@@ -185,7 +185,7 @@ async fn landing(State(st): State<AppState>) -> Html<String> {
     for s in st.registry.sources() {
         let webhooks = s.webhooks();
         if webhooks.is_empty() {
-            let why = crate::ledger::lock(&s.discovery_error)
+            let why = crate::util::lock(&s.discovery_error)
                 .clone()
                 .unwrap_or_else(|| "no webhooks yet".into());
             let _ = write!(

@@ -9,8 +9,8 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use webhook_log_exporter::config::Config;
-use webhook_log_exporter::ledger::{Align, ContentDedupe, Key, align};
 use webhook_log_exporter::normalize::{MAX_LEN, normalize_error};
+use webhook_log_exporter::provider::authing::dedupe::{Align, ContentDedupe, Key, align};
 
 fn cases(default: u64) -> u64 {
     std::env::var("WLE_PROPERTY_CASES")

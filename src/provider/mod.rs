@@ -1,23 +1,94 @@
 //! Providers: each knows one delivery-log API and nothing of Prometheus.
 //!
-//! A [`Provider`] lists the webhooks of its scope; a [`Walker`] per webhook
-//! walks that webhook's logs and reports every new attempt to the ledger. The
-//! walker owns its cursor and dedupe window and can save them as JSON (the
-//! state file). Adding a provider is one new file here and one line in
-//! [`build`].
+//! A provider is one folder here: its configuration keys (a raw serde struct
+//! validated into its [`ProviderConfig`]), its API types, its [`Provider`]
+//! (discovery) and its [`Walker`] (one per webhook: walks that webhook's logs,
+//! reports every new attempt to the ledger, owns its cursor and dedupe window
+//! and saves them as JSON for the state file). [`PROVIDERS`] is the
+//! registration point: one line per provider. What they share lives in
+//! [`walk`].
 
 pub mod authing;
 pub mod bird;
-mod scan;
+pub mod walk;
 
+pub use walk::WalkSettings;
+// TODO(merge): webconfig still names `provider::unix_now`; drop once it uses `util`.
+pub use crate::util::unix_now;
+
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::client::{ApiClient, ApiError};
-use crate::config::{Global, ProviderConfig, SourceConfig};
+use crate::client::{ApiClient, ApiError, PlainHttp, Policy};
+use crate::config::{ConfigError, Global, SourceConfig, SourceKeys};
 use crate::ledger::{SourceLedger, WebhookLedger};
+
+/// Every provider the exporter knows: `provider:` in the config picks one by
+/// name. Adding a provider is one line here.
+pub const PROVIDERS: &[Registration] = &[authing::AUTHING, bird::BIRD];
+
+/// What the config needs to know of a provider before its own keys.
+#[derive(Debug)]
+pub struct Registration {
+    /// `provider:` value and `provider` label.
+    pub name: &'static str,
+    /// `base_url` when the config gives none.
+    pub default_base_url: &'static str,
+    /// Largest page the API serves (the `page_size` default and bound).
+    pub max_page_size: u32,
+    /// `rate_limit` when the config gives none: requests per second, burst.
+    pub default_rate_limit: (f64, u32),
+    /// Validates the provider's own keys of one source.
+    pub parse: fn(&SourceKeys<'_>) -> Result<Arc<dyn ProviderConfig>, ConfigError>,
+}
+
+/// The registration of `name`.
+pub fn registration(name: &str) -> Option<&'static Registration> {
+    PROVIDERS.iter().find(|r| r.name == name)
+}
+
+/// A provider's validated settings of one source.
+pub trait ProviderConfig: fmt::Debug + Send + Sync + Any {
+    /// The `provider` label.
+    fn name(&self) -> &'static str;
+
+    /// The webhook ids the config names; `None`: every one, discovered.
+    fn webhooks(&self) -> Option<&[String]>;
+
+    /// The scope, for `--check-config`'s summary (e.g. "all webhooks (discovered)").
+    fn scope(&self) -> String;
+
+    /// What the provider's answers mean beyond HTTP (throttling, body errors).
+    fn policy(&self) -> Arc<dyn Policy> {
+        Arc::new(PlainHttp)
+    }
+
+    /// The provider of one source.
+    fn build(
+        &self,
+        global: &Global,
+        source: &SourceConfig,
+        client: Arc<ApiClient>,
+    ) -> Arc<dyn Provider>;
+
+    /// Whether `other` is the same settings (a reload keeps the source running).
+    fn same(&self, other: &dyn ProviderConfig) -> bool;
+}
+
+impl dyn ProviderConfig {
+    /// The settings as the provider's own type, if they are of type `T`.
+    pub fn downcast_ref<T: ProviderConfig>(&self) -> Option<&T> {
+        (self as &dyn Any).downcast_ref::<T>()
+    }
+}
+
+/// [`ProviderConfig::same`] for a config type with `PartialEq`.
+pub fn same_config<T: PartialEq + 'static>(this: &T, other: &dyn ProviderConfig) -> bool {
+    (other as &dyn Any).downcast_ref::<T>() == Some(this)
+}
 
 /// A boxed, sendable future (the trait objects below need it).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -50,31 +121,6 @@ pub struct WalkReport {
     pub complete: bool,
 }
 
-/// Shared settings every walker needs.
-#[derive(Debug, Clone)]
-pub struct WalkSettings {
-    /// First sight: count logs newer than now − lookback.
-    pub lookback: Duration,
-    /// Re-read window behind the newest counted log.
-    pub overlap: Duration,
-    /// Page size.
-    pub page_size: u32,
-    /// Page cap per walk.
-    pub max_pages: u32,
-}
-
-impl WalkSettings {
-    /// From the validated config.
-    pub fn new(global: &Global, source: &SourceConfig) -> Self {
-        WalkSettings {
-            lookback: global.lookback,
-            overlap: global.overlap,
-            page_size: source.page_size,
-            max_pages: global.max_pages_per_walk,
-        }
-    }
-}
-
 /// Where a walk reports what it counted.
 #[derive(Debug, Clone, Copy)]
 pub struct Sink<'a> {
@@ -100,56 +146,4 @@ pub trait Walker: Send {
 
     /// The cursor and dedupe window, for the state file.
     fn save(&self) -> serde_json::Value;
-}
-
-/// Builds the provider of a source (the registration point for new ones).
-pub fn build(global: &Global, source: &SourceConfig, client: Arc<ApiClient>) -> Arc<dyn Provider> {
-    let settings = WalkSettings::new(global, source);
-    match &source.provider {
-        ProviderConfig::Authing(cfg) => Arc::new(Arc::new(authing::Authing::new(
-            source,
-            cfg.clone(),
-            client,
-            settings,
-        ))),
-        ProviderConfig::Bird(cfg) => Arc::new(Arc::new(bird::Bird::new(
-            source,
-            cfg.clone(),
-            client,
-            settings,
-        ))),
-    }
-}
-
-/// A walker's saved cursor. `None` saved: `C::default()`. A cursor that does
-/// not parse (a file from another build) is logged and replaced by `fresh()`:
-/// its webhook's counts were restored, so counting the lookback again would
-/// count twice; the walker resumes from now and the log says what `missed`.
-pub fn restore_cursor<C: serde::de::DeserializeOwned + Default>(
-    saved: Option<serde_json::Value>,
-    source: &str,
-    webhook: &str,
-    missed: &str,
-    fresh: impl FnOnce() -> C,
-) -> C {
-    let Some(v) = saved else {
-        return C::default();
-    };
-    serde_json::from_value(v).unwrap_or_else(|e| {
-        tracing::error!(
-            source,
-            webhook,
-            error = %e,
-            "saved cursor unreadable; resuming from now ({missed} since the last checkpoint are not counted)"
-        );
-        fresh()
-    })
-}
-
-/// Unix time now, in seconds.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

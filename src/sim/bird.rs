@@ -35,7 +35,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{StatusLabel, lock};
+use crate::ledger::StatusLabel;
+use crate::util::lock;
 
 /// The `signingKey` of every simulated subscription (must never leak).
 pub const SIGNING_KEY: &str = "bird-SIMULATED-SIGNING-KEY";

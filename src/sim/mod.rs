@@ -32,8 +32,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{StatusLabel, lock};
+use crate::ledger::StatusLabel;
 use crate::normalize::normalize_error;
+use crate::util::lock;
 
 /// Order of `get-webhook-logs` results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,441 @@
+//! What a subscription's walker remembers between polls (and in the state
+//! file): per `requestId`, the attempts counted, whether it is terminal, its
+//! `createdAt` and when it was last read; and the bounds of the next walk.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::api::{Entry, Terminal};
+use crate::provider::walk::InvalidSeen;
+
+/// A retrying request `age` old is re-read when `age / RECHECK_AGE_DIVISOR`
+/// has passed since it was last read…
+const RECHECK_AGE_DIVISOR: i64 = 8;
+/// …and at least this often (ms).
+const MAX_RECHECK_MS: i64 = 5 * 60 * 1000;
+
+/// Retrying requests re-checked at most per subscription; past this, the
+/// oldest are given up (a bound on the cursor whatever the traffic).
+const MAX_RETRYING: usize = 100_000;
+
+/// One request inside the window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(super) struct Tracked {
+    /// `createdAt` (unix ms).
+    #[serde(rename = "c")]
+    pub(super) created_ms: i64,
+    /// Attempts counted so far.
+    #[serde(rename = "n")]
+    pub(super) counted: u32,
+    /// Counted in `webhook_requests_total` already.
+    #[serde(rename = "t")]
+    pub(super) terminal: bool,
+    /// When a walk last read it (unix ms), for the re-check schedule.
+    #[serde(rename = "r")]
+    pub(super) read_ms: i64,
+}
+
+/// What a subscription's walker remembers between polls (and in the state file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Cursor {
+    /// Nothing created before this is counted: first sight − lookback (unix ms).
+    pub(super) floor_ms: Option<i64>,
+    /// Newest `createdAt` a complete walk has read (unix ms).
+    pub(super) newest_ms: Option<i64>,
+    /// Requests by `requestId`: those created above the head bound, and those
+    /// still retrying (until the retry horizon).
+    #[serde(with = "tracked_map")]
+    pub(super) requests: HashMap<String, Tracked>,
+    /// Invalid entries already counted (bounded by [`INVALID_MEMORY`]), kept
+    /// with the cursor so a restart does not count them again.
+    #[serde(default)]
+    pub(super) invalid_seen: InvalidSeen,
+}
+
+/// The requests of a cursor: a JSON object of request id → record (the
+/// struct's short field names). The release before wrote one base64 string
+/// of packed records `id length (u16) · id · created ms (i64) · counted (u32) ·
+/// terminal (u8) · read ms (i64)`, big-endian; those files still load (read
+/// for at least one more release).
+mod tracked_map {
+    use super::Tracked;
+    use base64::Engine as _;
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use serde::ser::Serializer;
+    use std::collections::HashMap;
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+    const FIXED: usize = 8 + 4 + 1 + 8;
+
+    pub fn serialize<S: Serializer>(m: &HashMap<String, Tracked>, s: S) -> Result<S::Ok, S::Error> {
+        // Sorted, so a checkpoint of the same window is the same text.
+        let mut sorted: Vec<(&String, &Tracked)> = m.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        s.collect_map(sorted)
+    }
+
+    fn unpack<E: de::Error>(v: &str) -> Result<HashMap<String, Tracked>, E> {
+        let raw = B64.decode(v).map_err(E::custom)?;
+        let mut m = HashMap::new();
+        let mut rest = raw.as_slice();
+        let short = || E::custom("truncated request records");
+        while !rest.is_empty() {
+            let (len, r) = rest.split_first_chunk::<2>().ok_or_else(short)?;
+            let len = usize::from(u16::from_be_bytes(*len));
+            if r.len() < len + FIXED {
+                return Err(short());
+            }
+            let (id, r) = r.split_at(len);
+            let id = std::str::from_utf8(id).map_err(E::custom)?.to_string();
+            let (c, r) = r.split_first_chunk::<8>().ok_or_else(short)?;
+            let (n, r) = r.split_first_chunk::<4>().ok_or_else(short)?;
+            let (t, r) = r.split_first().ok_or_else(short)?;
+            let (read, r) = r.split_first_chunk::<8>().ok_or_else(short)?;
+            let tracked = Tracked {
+                created_ms: i64::from_be_bytes(*c),
+                counted: u32::from_be_bytes(*n),
+                terminal: *t != 0,
+                read_ms: i64::from_be_bytes(*read),
+            };
+            m.insert(id, tracked);
+            rest = r;
+        }
+        Ok(m)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<String, Tracked>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HashMap<String, Tracked>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("packed request records, or a map of request id to record")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                unpack(v)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut m = HashMap::new();
+                while let Some((k, v)) = map.next_entry::<String, Tracked>()? {
+                    m.insert(k, v);
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct W(#[serde(with = "super")] HashMap<String, Tracked>);
+
+        #[test]
+        fn plain_round_trip_and_packed_files_load() {
+            let t = |c, n, term, r| Tracked {
+                created_ms: c,
+                counted: n,
+                terminal: term,
+                read_ms: r,
+            };
+            let mut m = HashMap::new();
+            m.insert(
+                "0f3c1d9e-7a1b-4c1e-9a7b-1f2e3d4c5b6a".to_string(),
+                t(1_700_000_000_123, 3, true, -1),
+            );
+            m.insert(String::new(), t(-5, 0, false, i64::MAX));
+            m.insert("é\"x".to_string(), t(0, u32::MAX, false, 0));
+            let v = serde_json::to_value(W(m.clone())).unwrap_or_default();
+            assert_eq!(
+                v[""],
+                serde_json::json!({"c": -5, "n": 0, "t": false, "r": i64::MAX})
+            );
+            let back: Option<W> = serde_json::from_value(v.clone()).ok();
+            assert_eq!(back.map(|w| w.0), Some(m.clone()));
+            // The previous release's packed form, as it wrote these records.
+            let mut raw = Vec::new();
+            for (id, t) in &m {
+                raw.extend_from_slice(&(id.len() as u16).to_be_bytes());
+                raw.extend_from_slice(id.as_bytes());
+                raw.extend_from_slice(&t.created_ms.to_be_bytes());
+                raw.extend_from_slice(&t.counted.to_be_bytes());
+                raw.push(u8::from(t.terminal));
+                raw.extend_from_slice(&t.read_ms.to_be_bytes());
+            }
+            let back: Option<W> = serde_json::from_value(serde_json::json!(B64.encode(&raw))).ok();
+            assert_eq!(back.map(|w| w.0), Some(m));
+            // Truncated records are an error, not a partial window.
+            let cut = B64.encode(&raw[..10]);
+            assert!(serde_json::from_value::<W>(serde_json::json!(cut)).is_err());
+        }
+    }
+}
+
+/// The bounds of one walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bounds {
+    /// New requests are admitted only if created at or after this.
+    pub(super) head_ms: i64,
+    /// The walk reads down to here (≤ `head_ms`: a re-check of retrying requests).
+    pub(super) walk_ms: i64,
+}
+
+/// What to count for one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Step {
+    /// Attempts `first..=last` are new (empty when `first > last`).
+    pub(super) first: u32,
+    pub(super) last: u32,
+    /// The request is now terminal (counted once, here).
+    pub(super) terminal: Option<Terminal>,
+}
+
+/// How long a retrying request `age_ms` old may go unread.
+pub(super) fn recheck_interval(age_ms: i64) -> i64 {
+    (age_ms / RECHECK_AGE_DIVISOR).clamp(0, MAX_RECHECK_MS)
+}
+
+impl Cursor {
+    pub(super) fn head_ms(&self, floor_ms: i64, overlap_ms: i64) -> i64 {
+        self.newest_ms
+            .map_or(floor_ms, |n| (n - overlap_ms).max(floor_ms))
+    }
+
+    /// Starts a walk at `now_ms`: gives up requests past the horizon (returns
+    /// how many) and sets the bounds.
+    pub(super) fn begin(
+        &mut self,
+        now_ms: i64,
+        lookback_ms: i64,
+        overlap_ms: i64,
+        horizon_ms: i64,
+    ) -> (Bounds, usize) {
+        let floor = *self.floor_ms.get_or_insert(now_ms - lookback_ms);
+        let give_up = now_ms - horizon_ms;
+        let before = self.requests.len();
+        self.requests
+            .retain(|_, t| t.terminal || t.created_ms >= give_up);
+        let given_up = before - self.requests.len();
+        let head_ms = self.head_ms(floor, overlap_ms);
+        let due = self
+            .requests
+            .values()
+            .filter(|t| {
+                !t.terminal
+                    && t.created_ms < head_ms
+                    && now_ms - t.read_ms >= recheck_interval(now_ms - t.created_ms)
+            })
+            .map(|t| t.created_ms)
+            .min();
+        let walk_ms = due.map_or(head_ms, |d| d.min(head_ms));
+        (Bounds { head_ms, walk_ms }, given_up)
+    }
+
+    /// What `e` brings that was not counted yet.
+    pub(super) fn step(&self, e: &Entry, bounds: Bounds) -> Option<Step> {
+        let counted = match self.requests.get(&e.id) {
+            Some(t) if t.terminal => return None,
+            Some(t) => t.counted,
+            // Below the head: counted and forgotten, or older than first sight.
+            None if e.created_ms < bounds.head_ms => return None,
+            None => 0,
+        };
+        let terminal = e.status.terminal();
+        let countable = if terminal.is_some() || e.newest_attempt_failed() {
+            e.attempts
+        } else {
+            // The newest attempt may still be in flight.
+            e.attempts.saturating_sub(1)
+        };
+        let last = countable.max(counted);
+        (last > counted || terminal.is_some()).then_some(Step {
+            first: counted + 1,
+            last,
+            terminal,
+        })
+    }
+
+    /// Records that `e` was read at `now_ms` and counted up to `step`.
+    pub(super) fn settle(&mut self, e: &Entry, step: Option<Step>, now_ms: i64) {
+        match (self.requests.get_mut(&e.id), step) {
+            (Some(t), s) => {
+                t.read_ms = now_ms;
+                if let Some(s) = s {
+                    t.counted = s.last;
+                    t.terminal = s.terminal.is_some();
+                }
+            }
+            (None, Some(s)) => {
+                self.requests.insert(
+                    e.id.clone(),
+                    Tracked {
+                        created_ms: e.created_ms,
+                        counted: s.last,
+                        terminal: s.terminal.is_some(),
+                        read_ms: now_ms,
+                    },
+                );
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Ends a complete walk that read everything created at or after
+    /// `reached_ms`: moves the head, marks the retrying requests it passed as
+    /// read (seen or not), and forgets what the next walk no longer needs.
+    /// Returns how many retrying requests were dropped by the size cap.
+    pub(super) fn finish(
+        &mut self,
+        newest_read: Option<i64>,
+        reached_ms: i64,
+        now_ms: i64,
+        overlap_ms: i64,
+    ) -> usize {
+        if let Some(n) = newest_read {
+            self.newest_ms = Some(self.newest_ms.map_or(n, |m| m.max(n)));
+        }
+        let head = self.head_ms(self.floor_ms.unwrap_or(i64::MIN), overlap_ms);
+        self.requests
+            .retain(|_, t| !t.terminal || t.created_ms >= head);
+        for t in self.requests.values_mut() {
+            if !t.terminal && t.created_ms >= reached_ms {
+                t.read_ms = now_ms;
+            }
+        }
+        let retrying: Vec<(i64, String)> = self
+            .requests
+            .iter()
+            .filter(|(_, t)| !t.terminal && t.created_ms < head)
+            .map(|(id, t)| (t.created_ms, id.clone()))
+            .collect();
+        if retrying.len() <= MAX_RETRYING {
+            return 0;
+        }
+        let mut retrying = retrying;
+        retrying.sort_unstable();
+        let excess = retrying.len() - MAX_RETRYING;
+        for (_, id) in retrying.into_iter().take(excess) {
+            self.requests.remove(&id);
+        }
+        excess
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::entry;
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn attempts_grow_in_place_and_terminal_is_counted_once() {
+        let now = 100 * HOUR;
+        let mut c = Cursor::default();
+        let (b, _) = c.begin(now, HOUR, 1000, 24 * HOUR);
+        assert_eq!(b.head_ms, now - HOUR);
+        // Older than first sight − lookback: never counted.
+        assert_eq!(
+            c.step(&entry("old", 1, 503, "retrying", now - 2 * HOUR), b),
+            None
+        );
+        // A retrying request whose newest attempt failed: both attempts count.
+        let e = entry("r", 2, 503, "retrying", now - 10);
+        let s = c.step(&e, b).expect("new attempts");
+        assert_eq!((s.first, s.last, s.terminal), (1, 2, None));
+        c.settle(&e, Some(s), now);
+        // Read again unchanged: nothing.
+        assert_eq!(c.step(&e, b), None);
+        // In flight (no failure code yet): its newest attempt waits.
+        let e = Entry {
+            code: None,
+            ..entry("r", 3, 0, "processing", now - 10)
+        };
+        assert_eq!(c.step(&e, b), None);
+        // Succeeds at attempt 4: attempts 3 and 4, and the request, once.
+        let e = entry("r", 4, 200, "succeeded", now - 10);
+        let s = c.step(&e, b).expect("terminal");
+        assert_eq!(
+            (s.first, s.last, s.terminal),
+            (3, 4, Some(Terminal::Succeeded))
+        );
+        c.settle(&e, Some(s), now);
+        assert_eq!(c.step(&e, b), None);
+        // A request that turns terminal with no new attempt is still counted once.
+        let e = entry("q", 2, 500, "retrying", now - 5);
+        let s = c.step(&e, b).expect("new");
+        c.settle(&e, Some(s), now);
+        let e = entry("q", 2, 500, "failed", now - 5);
+        let s = c.step(&e, b).expect("terminal");
+        assert_eq!(
+            (s.first, s.last, s.terminal),
+            (3, 2, Some(Terminal::Failed))
+        );
+    }
+
+    #[test]
+    fn walks_reach_down_to_retrying_requests_only_when_due_and_forget_the_rest() {
+        let overlap = 1000;
+        let t0 = 100 * HOUR;
+        let mut c = Cursor::default();
+        let (b, _) = c.begin(t0, HOUR, overlap, 24 * HOUR);
+        let newest = entry("n", 1, 200, "succeeded", t0 - 1000);
+        let retrying = entry("r", 1, 503, "retrying", t0 - 50_000);
+        let done = entry("d", 1, 200, "succeeded", t0 - 60_000);
+        for e in [&newest, &retrying, &done] {
+            let s = c.step(e, b);
+            c.settle(e, s, t0);
+        }
+        c.finish(Some(t0 - 1000), b.walk_ms, t0, overlap);
+        // The terminal request below the new head is forgotten; the one above
+        // it and the retrying one are kept.
+        let mut kept: Vec<&str> = c.requests.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec!["n", "r"]);
+        // Right after it was read, it is not due: the walk stops at the head.
+        let (b, _) = c.begin(t0 + 1000, HOUR, overlap, 24 * HOUR);
+        assert_eq!(
+            b,
+            Bounds {
+                head_ms: t0 - 2000,
+                walk_ms: t0 - 2000
+            }
+        );
+        // An eighth of its age later, the walk reaches down to it.
+        let now = t0 + 8000;
+        let (b, _) = c.begin(now, HOUR, overlap, 24 * HOUR);
+        assert_eq!(b.walk_ms, retrying.created_ms);
+        // A walk that passed below it without seeing it marks it read.
+        c.finish(None, b.walk_ms, now, overlap);
+        let (b, _) = c.begin(now, HOUR, overlap, 24 * HOUR);
+        assert_eq!(b.walk_ms, b.head_ms);
+        // Past the horizon it is given up.
+        let (_, given_up) = c.begin(now + 25 * HOUR, HOUR, overlap, 24 * HOUR);
+        assert_eq!(given_up, 1);
+        assert_eq!(
+            c.requests.len(),
+            1,
+            "only the terminal request above the head is left"
+        );
+    }
+
+    #[test]
+    fn cursor_round_trips_through_json() {
+        let mut c = Cursor::default();
+        let (b, _) = c.begin(10 * HOUR, HOUR, 1000, 24 * HOUR);
+        let e = entry("r", 2, 1, "retrying", 10 * HOUR - 5);
+        let s = c.step(&e, b);
+        c.settle(&e, s, 10 * HOUR);
+        c.invalid_seen.first_time(u128::MAX - 7);
+        let v = serde_json::to_value(&c).expect("serializes");
+        let back: Cursor = serde_json::from_value(v).expect("deserializes");
+        assert_eq!(back, c);
+    }
+}
