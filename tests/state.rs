@@ -355,3 +355,121 @@ async fn sighup_reloads_the_binary() {
     wait_for_truth(addr, &sb, "b", Duration::from_secs(15)).await;
     wait_for_truth(addr, &sa, "a", Duration::from_secs(15)).await;
 }
+
+/// Deliveries per (source, webhook) in a state file.
+fn saved_deliveries(state: &serde_json::Value) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    let Some(sources) = state["sources"].as_object() else {
+        return out;
+    };
+    for (s, src) in sources {
+        for (w, hook) in src["webhooks"].as_object().into_iter().flatten() {
+            let n: f64 = hook["counts"]["events"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, e)| e["deliveries"].as_f64())
+                .sum();
+            out.insert((s.clone(), w.clone()), n);
+        }
+    }
+    out
+}
+
+/// Deliveries per (source, webhook) on `/metrics`.
+fn shown_deliveries(m: &Metrics) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for (ls, v) in m.series("webhook_deliveries_total") {
+        *out.entry((ls["source"].clone(), ls["webhook"].clone()))
+            .or_insert(0.0) += v;
+    }
+    out
+}
+
+/// `tests/data/state-0.1.0.json` was written by release 0.1.0 (packed base64
+/// cursors) polling the demo's simulators. The new binary must take it as
+/// it is: counters go on from the saved values, the cursors are read (not
+/// replaced), and only what happened since is counted, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_the_previous_release_loads_and_counting_stays_exact() {
+    use webhook_log_exporter::sim::bird::{BirdSim, BirdSimConfig};
+    let fixture = include_str!("data/state-0.1.0.json");
+    let saved: serde_json::Value = serde_json::from_str(fixture).expect("fixture is JSON");
+    let packed = &saved["sources"]["authing-demo"]["webhooks"]["6229ffa00000000000000001"]["cursor"]
+        ["dedupe"]["seen"];
+    assert!(packed.is_string(), "the fixture holds the packed form");
+    let before = saved_deliveries(&saved);
+    assert_eq!(before.len(), 6);
+
+    let authing = start_sim(SimConfig::default()).await;
+    let bird = BirdSim::start(BirdSimConfig::default())
+        .await
+        .expect("bird simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, fixture).expect("write state");
+    let b = bird.config();
+    let text = format!(
+        "global:\n  poll_interval: 200ms\n  state_file: {}\nsources:\n{}  - name: bird-demo\n    provider: bird\n    \
+         base_url: {}\n    access_key: {}\n    organization_id: {}\n    workspace_id: {}\n    \
+         rate_limit: {{requests_per_second: 100, burst: 50}}\n",
+        state.display(),
+        authing_source(
+            "authing-demo",
+            &authing,
+            "    rate_limit: {requests_per_second: 100, burst: 50}\n"
+        ),
+        bird.base_url(),
+        b.access_key,
+        b.organization_id,
+        b.workspace_id,
+    );
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, text).expect("write config");
+    let (_proc, addr, logs) = spawn(&cfg);
+
+    // Before any walk: exactly the saved counters.
+    let first = scrape(addr).await;
+    assert_eq!(first.sum("webhook_exporter_state_restored", &[]), 1.0);
+    assert_eq!(shown_deliveries(&first), before);
+
+    // What happens from now on is counted once, on top.
+    for i in 0..3 {
+        authing.generate(i, 7 + i);
+        bird.generate_settled(i, 4 + i);
+    }
+    let mut want = before.clone();
+    for ((hook, _), t) in authing.truth() {
+        *want.entry(("authing-demo".into(), hook)).or_default() += t.deliveries as f64;
+    }
+    for ((sub, _), t) in bird.truth() {
+        *want.entry(("bird-demo".into(), sub)).or_default() += t.deliveries as f64;
+    }
+    assert!(want.values().sum::<f64>() > before.values().sum::<f64>() + 30.0);
+    wait_for(
+        Duration::from_secs(30),
+        "old counters plus the new deliveries",
+        || async { (shown_deliveries(&scrape(addr).await) == want).then_some(()) },
+    )
+    .await;
+    // Settled: nothing counted twice on later walks.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(shown_deliveries(&scrape(addr).await), want);
+    let log = drain(&logs);
+    assert!(!log.contains("cursor unreadable"), "{log}");
+    assert!(!log.contains("set aside"), "{log}");
+
+    // The next checkpoint is written in the plain form.
+    let now: serde_json::Value = wait_for(Duration::from_secs(10), "a plain checkpoint", || async {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).ok()?).ok()?;
+        let seen = &v["sources"]["authing-demo"]["webhooks"]["6229ffa00000000000000001"]["cursor"]
+            ["dedupe"]["seen"];
+        seen.is_array().then_some(v)
+    })
+    .await;
+    assert!(
+        now["sources"]["bird-demo"]["webhooks"]
+            .as_object()
+            .is_some_and(|w| w.values().all(|h| h["cursor"]["requests"].is_object()))
+    );
+}

@@ -265,6 +265,10 @@ struct SimState {
     requests: Vec<(Instant, &'static str)>,
     rng: StdRng,
     seq: u64,
+    /// Tells this simulator's request ids from another run's, as the real
+    /// API's ids are unique (a test may restart the simulator under a state
+    /// file).
+    run: u16,
     carry: f64,
 }
 
@@ -372,7 +376,7 @@ impl SimState {
             .rng
             .random_bool(self.cfg.odd_status_ratio.clamp(0.0, 1.0));
         let r = SimRequest {
-            id: format!("{:08x}-0d1e-4c5a-9a38-{:012x}", idx, self.seq),
+            id: format!("{:08x}-0d1e-4c5a-{:04x}-{:012x}", idx, self.run, self.seq),
             subscription: sub.id.clone(),
             event: sub.event.clone(),
             created_ms,
@@ -454,6 +458,7 @@ impl BirdSim {
             faults_served: Vec::new(),
             requests: Vec::new(),
             seq: 0,
+            run: (crate::util::unix_now() * 1000.0) as u64 as u16,
             carry: 0.0,
         }));
         let stop = CancellationToken::new();
