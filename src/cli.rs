@@ -125,6 +125,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for w in config.warnings() {
+        if cli.check_config {
+            eprintln!("warning: {w}");
+        } else {
+            tracing::warn!("{w}");
+        }
+    }
     if cli.check_config {
         print!("{}", config.summary());
         return match load_web_config(&cli) {

@@ -593,3 +593,44 @@ async fn error_label_cap_folds_into_other() {
     );
     exp.shutdown().await;
 }
+
+/// GenAuth is the Authing API on its own host, reading the pool from the
+/// header its SDK sends. A `genauth` source counts exactly there, labelled
+/// `provider="genauth"`; an `authing` source, sending only Authing's header,
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genauth_sends_its_pool_header_and_counts_exactly() {
+    let sim = start_sim(SimConfig {
+        pool_header: Some("x-genauth-userpool-id"),
+        ..SimConfig::default()
+    })
+    .await;
+    for i in 0..3 {
+        sim.generate(i, 9 + i);
+    }
+    let genauth = authing_source("g", &sim, "").replace("provider: authing", "provider: genauth");
+    let authing = authing_source("a", &sim, "");
+    let exp = start_exporter(&config_text(FAST, &[genauth, authing])).await;
+    let m = wait_for_truth(exp.addr, &sim, "g", Duration::from_secs(20)).await;
+    assert_eq!(sim.total(), 30);
+    let labelled = m.sum(
+        "webhook_deliveries_total",
+        &[("source", "g"), ("provider", "genauth")],
+    );
+    assert_eq!(labelled, 30.0);
+    let m = wait_for(
+        Duration::from_secs(20),
+        "the authing source refused",
+        || async {
+            let m = scrape(exp.addr).await;
+            (m.sum(
+                "webhook_exporter_api_errors_total",
+                &[("source", "a"), ("reason", "auth")],
+            ) > 0.0)
+                .then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(m.sum("webhook_deliveries_total", &[("source", "a")]), 0.0);
+    exp.shutdown().await;
+}

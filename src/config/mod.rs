@@ -152,6 +152,21 @@ struct RawGlobal {
 // ---------------------------------------------------------------------------
 
 impl Config {
+    /// Valid settings that are probably not meant, one line each, naming the
+    /// source.
+    pub fn warnings(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .enumerate()
+            .flat_map(|(i, src)| {
+                src.provider
+                    .warnings(src)
+                    .into_iter()
+                    .map(move |w| format!("sources[{i}] ({}): {w}", src.name))
+            })
+            .collect()
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -455,5 +470,20 @@ mod tests {
     fn empty_state_file_disables_persistence() {
         let text = format!("global:\n  state_file: \"\"\n{MINIMAL}");
         assert_eq!(parse(&text).expect("valid").global.state_file, None);
+    }
+
+    #[test]
+    fn genauth_has_its_host_and_an_authing_source_there_is_warned_about() {
+        let g = parse(&MINIMAL.replace("provider: authing", "provider: genauth")).expect("valid");
+        assert_eq!(g.sources[0].base_url.as_str(), "https://api.genauth.ai/");
+        assert_eq!(g.sources[0].provider_name(), "genauth");
+        assert!(g.warnings().is_empty());
+        let a = parse(&format!("{MINIMAL}    base_url: https://api.genauth.ai\n")).expect("valid");
+        let w = a.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("sources[0] (a)") && w[0].contains("provider: genauth"),
+            "{w:?}"
+        );
     }
 }

@@ -28,7 +28,7 @@ use crate::ledger::{SourceLedger, WebhookLedger};
 
 /// Every provider the exporter knows: `provider:` in the config picks one by
 /// name. Adding a provider is one line here.
-pub const PROVIDERS: &[Registration] = &[authing::AUTHING, bird::BIRD];
+pub const PROVIDERS: &[Registration] = &[authing::AUTHING, authing::GENAUTH, bird::BIRD];
 
 /// What the config needs to know of a provider before its own keys.
 #[derive(Debug)]
@@ -73,6 +73,12 @@ pub trait ProviderConfig: fmt::Debug + Send + Sync + Any {
         source: &SourceConfig,
         client: Arc<ApiClient>,
     ) -> Arc<dyn Provider>;
+
+    /// Things that are valid but probably not meant, for `--check-config` and
+    /// the start-up log (e.g. a provider pointed at another provider's host).
+    fn warnings(&self, _source: &SourceConfig) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Whether `other` is the same settings (a reload keeps the source running).
     fn same(&self, other: &dyn ProviderConfig) -> bool;

@@ -83,6 +83,9 @@ pub struct SimConfig {
     pub error_messages: Vec<String>,
     /// How long each logs answer takes (a provider's round trip).
     pub latency: Duration,
+    /// The one pool header the service reads (`None`: either edition's, as
+    /// the demo serves both SDKs).
+    pub pool_header: Option<&'static str>,
     /// Request bodies carry the user a user event is about (about 1.1 KB an
     /// entry, as a `user:*` event's body does), not only the bare id of the
     /// documented sample.
@@ -115,6 +118,7 @@ impl Default for SimConfig {
             error_messages: Vec::new(),
             latency: Duration::ZERO,
             user_payload: false,
+            pool_header: None,
         }
     }
 }
@@ -689,10 +693,16 @@ impl SimState {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let pool_ok = headers
-            .get("x-authing-userpool-id")
-            .and_then(|v| v.to_str().ok())
-            == Some(self.cfg.pool_id.as_str());
+        // Authing's SDK names the pool `x-authing-userpool-id`, GenAuth's
+        // `x-genauth-userpool-id`: the service takes either.
+        let either = ["x-authing-userpool-id", "x-genauth-userpool-id"];
+        let read: &[&str] = match &self.cfg.pool_header {
+            Some(h) => std::slice::from_ref(h),
+            None => &either,
+        };
+        let pool_ok = read.iter().any(|h| {
+            headers.get(*h).and_then(|v| v.to_str().ok()) == Some(self.cfg.pool_id.as_str())
+        });
         pool_ok
             && bearer
                 .and_then(|t| self.tokens.get(t))

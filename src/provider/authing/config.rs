@@ -18,8 +18,46 @@ pub const AUTHING: Registration = Registration {
     default_base_url: "https://api.authing.cn",
     max_page_size: 50,
     default_rate_limit: (10.0, 10),
-    parse,
+    parse: |keys| parse(keys, Edition::Authing),
 };
+
+/// `provider: genauth`: the same API on GenAuth's host.
+pub const GENAUTH: Registration = Registration {
+    name: "genauth",
+    default_base_url: "https://api.genauth.ai",
+    parse: |keys| parse(keys, Edition::GenAuth),
+    ..AUTHING
+};
+
+/// Which edition of the service a source talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edition {
+    /// Authing (China).
+    Authing,
+    /// GenAuth, the international edition.
+    GenAuth,
+}
+
+impl Edition {
+    /// The `provider` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Edition::Authing => AUTHING.name,
+            Edition::GenAuth => GENAUTH.name,
+        }
+    }
+
+    /// The headers that carry the user pool. GenAuth's SDK sends
+    /// `x-genauth-userpool-id`; the Authing one is sent too, as both
+    /// services share one code base and the older header is what Authing's
+    /// docs name.
+    pub fn pool_headers(self) -> &'static [&'static str] {
+        match self {
+            Edition::Authing => &["x-authing-userpool-id"],
+            Edition::GenAuth => &["x-genauth-userpool-id", "x-authing-userpool-id"],
+        }
+    }
+}
 
 /// Authing / GenAuth credentials and scope.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +70,8 @@ pub struct AuthingConfig {
     pub user_pool_id: Option<String>,
     /// Webhooks to watch; `None` = all, re-discovered.
     pub webhooks: Option<Vec<String>>,
+    /// Authing or GenAuth.
+    pub edition: Edition,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +85,7 @@ struct RawAuthing {
     webhooks: Option<Vec<Scalar<String>>>,
 }
 
-fn parse(keys: &SourceKeys<'_>) -> Result<Arc<dyn ProviderConfig>, ConfigError> {
+fn parse(keys: &SourceKeys<'_>, edition: Edition) -> Result<Arc<dyn ProviderConfig>, ConfigError> {
     let raw: RawAuthing = keys.parse()?;
     Ok(Arc::new(AuthingConfig {
         access_key_id: keys.secret(&raw.access_key_id, &raw.access_key_id_file, "access_key_id")?,
@@ -56,12 +96,13 @@ fn parse(keys: &SourceKeys<'_>) -> Result<Arc<dyn ProviderConfig>, ConfigError> 
         )?,
         user_pool_id: keys.opt_id(&raw.user_pool_id, "user_pool_id")?,
         webhooks: keys.id_list(&raw.webhooks, "webhooks")?,
+        edition,
     }))
 }
 
 impl ProviderConfig for AuthingConfig {
     fn name(&self) -> &'static str {
-        AUTHING.name
+        self.edition.name()
     }
 
     fn webhooks(&self) -> Option<&[String]> {
@@ -72,6 +113,19 @@ impl ProviderConfig for AuthingConfig {
         match &self.webhooks {
             Some(w) => format!("{} webhook(s)", w.len()),
             None => "all webhooks (discovered)".into(),
+        }
+    }
+
+    fn warnings(&self, source: &SourceConfig) -> Vec<String> {
+        let host = source.base_url.host_str().unwrap_or_default();
+        let genauth_host = host == "genauth.ai" || host.ends_with(".genauth.ai");
+        if self.edition == Edition::Authing && genauth_host {
+            vec![format!(
+                "base_url {host} is GenAuth's: use `provider: genauth`, which sends the \
+                 x-genauth-userpool-id header GenAuth's SDK sends"
+            )]
+        } else {
+            Vec::new()
         }
     }
 

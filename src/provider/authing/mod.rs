@@ -1,4 +1,6 @@
-//! Authing / GenAuth management API V3.
+//! Authing / GenAuth management API V3. GenAuth is Authing's international
+//! edition: the same routes and bodies on its own host, with the pool in the
+//! `x-genauth-userpool-id` header its SDK sends (`provider: genauth`).
 //!
 //! * Auth: `get-management-token` trades the access key for a bearer token,
 //!   cached and refreshed before `expires_in` runs out, and refreshed once when
@@ -16,7 +18,7 @@ mod config;
 pub mod dedupe;
 mod walker;
 
-pub use config::{AUTHING, AuthingConfig};
+pub use config::{AUTHING, AuthingConfig, Edition, GENAUTH};
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -112,7 +114,7 @@ impl Authing {
                         .into(),
                 )
             })?;
-            token.headers = Some(credential_headers(&token.value, &pool));
+            token.headers = Some(credential_headers(&token.value, &pool, self.cfg.edition));
         }
         Ok(Auth {
             headers: token.headers.clone().unwrap_or_default(),
@@ -245,15 +247,18 @@ fn join(base: &Url, path: &str) -> Url {
     u
 }
 
-/// The bearer token and the user pool as the headers of a call.
-fn credential_headers(token: &Secret, pool: &str) -> HeaderMap {
+/// The bearer token and the user pool as the headers of a call: the pool in
+/// each header the edition's service reads.
+fn credential_headers(token: &Secret, pool: &str, edition: Edition) -> HeaderMap {
     let mut h = HeaderMap::new();
     if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
         v.set_sensitive(true);
         h.insert(AUTHORIZATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(pool) {
-        h.insert("x-authing-userpool-id", v);
+        for name in edition.pool_headers() {
+            h.insert(*name, v.clone());
+        }
     }
     h
 }
