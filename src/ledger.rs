@@ -44,8 +44,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::normalize::normalize_error;
-// TODO(merge): webconfig still names `ledger::lock`; drop once it uses `util`.
-pub use crate::util::lock;
+use crate::util::lock;
 
 /// The label value that replaces values past a cap.
 pub const OTHER: &str = "other";

@@ -13,8 +13,6 @@ pub mod bird;
 pub mod walk;
 
 pub use walk::WalkSettings;
-// TODO(merge): webconfig still names `provider::unix_now`; drop once it uses `util`.
-pub use crate::util::unix_now;
 
 use std::any::Any;
 use std::fmt;
