@@ -6,13 +6,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::config::Config;
+use crate::sim::authing::{AuthingSim, AuthingSimConfig};
 use crate::sim::bird::{BirdSim, BirdSimConfig};
-use crate::sim::{Sim, SimConfig};
 
 /// The running simulators (they stop when this is dropped) and the config.
 #[derive(Debug)]
 pub struct Demo {
-    authing: Sim,
+    authing: AuthingSim,
     bird: BirdSim,
     /// The exporter's configuration for the demo.
     pub config: Config,
@@ -21,17 +21,19 @@ pub struct Demo {
 impl Demo {
     /// Starts the simulators and builds the config.
     pub async fn start() -> Result<Demo, String> {
-        let authing_cfg = SimConfig {
+        let authing_cfg = AuthingSimConfig {
             rate_per_webhook: 2.0,
             failure_ratio: 0.15,
-            ..SimConfig::default()
+            ..AuthingSimConfig::default()
         };
         let bird_cfg = BirdSimConfig {
             rate_per_subscription: 0.5,
             ..BirdSimConfig::default()
         };
         let failed = |e: std::io::Error| format!("cannot start the simulators: {e}");
-        let authing = Sim::start(authing_cfg.clone()).await.map_err(failed)?;
+        let authing = AuthingSim::start(authing_cfg.clone())
+            .await
+            .map_err(failed)?;
         let bird = BirdSim::start(bird_cfg.clone()).await.map_err(failed)?;
         // A little history, so the first scrape already shows every series.
         for i in 0..authing_cfg.webhooks.len() {

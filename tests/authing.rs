@@ -6,14 +6,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use webhook_log_exporter::sim::{Fault, ListOrder, SimConfig, SimWebhook};
+use webhook_log_exporter::sim::authing::{AuthingSimConfig, AuthingSimWebhook, Fault, ListOrder};
 
 const FAST: &str = "  poll_interval: 300ms\n  request_timeout: 2s\n  lookback: 1h\n  overlap: 1s\n  max_error_values: 1000\n";
 
 /// After the counts matched, a few more polls must not change them.
 async fn assert_stays_true(
     addr: std::net::SocketAddr,
-    sim: &webhook_log_exporter::sim::Sim,
+    sim: &webhook_log_exporter::sim::authing::AuthingSim,
     source: &str,
 ) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -26,11 +26,11 @@ async fn assert_stays_true(
 }
 
 async fn drifting_walks_count_exactly(order: ListOrder) {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         order,
         rate_per_webhook: 20.0,
         failure_ratio: 0.3,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     for i in 0..3 {
@@ -78,10 +78,10 @@ async fn oldest_first_pages_count_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oldest_first_with_retention_expiry_during_walks() {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         order: ListOrder::OldestFirst,
         failure_ratio: 0.3,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     sim.generate(0, 200);
@@ -108,7 +108,7 @@ async fn oldest_first_with_retention_expiry_during_walks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_entries_are_two_attempts() {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     sim.generate(0, 5);
     sim.duplicate_next();
     sim.generate(0, 1);
@@ -131,7 +131,7 @@ async fn identical_entries_are_two_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_logs_newer_than_lookback_are_counted_at_first_sight() {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     sim.generate_aged(0, 7, Duration::from_secs(7200));
     sim.generate(0, 4);
     let exp = start_exporter(&config_text(FAST, &[authing_source("a", &sim, "")])).await;
@@ -156,19 +156,19 @@ async fn only_logs_newer_than_lookback_are_counted_at_first_sight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_known_event_starts_at_zero_and_series_wait_for_the_first_walk() {
-    let hook = |id: &str, name: &str, enabled| SimWebhook {
+    let hook = |id: &str, name: &str, enabled| AuthingSimWebhook {
         id: id.into(),
         name: name.into(),
         enabled,
         events: vec!["user:created".into(), "user:deleted".into()],
     };
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         webhooks: vec![
             hook("hookA", "A \"quoted\" name", false),
             hook("hookB", "quiet", true),
         ],
         failure_ratio: 0.0,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     sim.generate(0, 3);
@@ -236,9 +236,9 @@ async fn every_known_event_starts_at_zero_and_series_wait_for_the_first_walk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_and_revoked_tokens_are_refreshed() {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         token_ttl: Duration::from_secs(3),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     sim.generate(0, 30);
@@ -269,7 +269,7 @@ async fn expiring_and_revoked_tokens_are_refreshed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_pauses_the_whole_source_and_is_counted() {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     for i in 0..3 {
         sim.generate(i, 10);
     }
@@ -325,9 +325,9 @@ async fn retry_after_pauses_the_whole_source_and_is_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_timeouts_and_garbage_are_retried_and_counted() {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         failure_ratio: 0.5,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     sim.generate(0, 40);
@@ -385,7 +385,7 @@ async fn server_errors_timeouts_and_garbage_are_retried_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walk_that_keeps_failing_is_reported_and_resumes_from_its_cursor() {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     sim.generate(0, 25);
     let global = "  poll_interval: 300ms\n  request_timeout: 1s\n  max_retries: 1\n  max_error_values: 1000\n";
     let exp = start_exporter(&config_text(
@@ -436,7 +436,7 @@ async fn a_walk_that_keeps_failing_is_reported_and_resumes_from_its_cursor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_not_buffered() {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     sim.generate(0, 3);
     let global = "  poll_interval: 300ms\n  max_response_bytes: 65536\n  max_retries: 0\n";
     let exp = start_exporter(&config_text(
@@ -465,9 +465,9 @@ async fn oversized_bodies_are_refused_not_buffered() {
 }
 
 /// `n` webhooks `hook0`… with one event each.
-fn hooks(n: usize) -> Vec<SimWebhook> {
+fn hooks(n: usize) -> Vec<AuthingSimWebhook> {
     (0..n)
-        .map(|i| SimWebhook {
+        .map(|i| AuthingSimWebhook {
             id: format!("hook{i}"),
             name: String::new(),
             enabled: true,
@@ -478,9 +478,9 @@ fn hooks(n: usize) -> Vec<SimWebhook> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_at_the_server_over_any_second() {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         webhooks: hooks(8),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     for i in 0..8 {
@@ -514,10 +514,10 @@ async fn walks_in_flight_reuse_their_connections() {
     // every 100 ms: every poll has 24 calls in flight at once. Once the first
     // polls opened them, no connection may be closed and reopened (against a
     // real provider, a TLS handshake per call).
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         webhooks: hooks(24),
         latency: Duration::from_millis(30),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     for i in 0..24 {
@@ -551,9 +551,9 @@ async fn walks_in_flight_reuse_their_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_label_cap_folds_into_other() {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         failure_ratio: 1.0,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     sim.generate(0, 60);
@@ -600,9 +600,9 @@ async fn error_label_cap_folds_into_other() {
 /// is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn genauth_sends_its_pool_header_and_counts_exactly() {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         pool_header: Some("x-genauth-userpool-id"),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     for i in 0..3 {

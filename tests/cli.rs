@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use webhook_log_exporter::sim::SimConfig;
+use webhook_log_exporter::sim::authing::AuthingSimConfig;
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("webhook-log-exporter.yml");
@@ -176,9 +176,9 @@ fn check_config_errors_name_file_line_and_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_prints_exact_counts_and_exits() {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         failure_ratio: 0.4,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     for i in 0..3 {
@@ -221,9 +221,9 @@ fn read_all(rx: &std::sync::mpsc::Receiver<String>) -> String {
 }
 
 async fn secrets_never_leak(format: &str) {
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         token_ttl: Duration::from_secs(2),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     sim.generate(0, 10);
@@ -241,11 +241,11 @@ async fn secrets_never_leak(format: &str) {
     // Let a token expire and be refreshed, and a walk fail, so every log path runs.
     sim.push_fault(
         Some("get-webhook-logs"),
-        webhook_log_exporter::sim::Fault::RevokeTokens,
+        webhook_log_exporter::sim::authing::Fault::RevokeTokens,
     );
     sim.push_fault(
         Some("get-webhook-logs"),
-        webhook_log_exporter::sim::Fault::Truncated,
+        webhook_log_exporter::sim::authing::Fault::Truncated,
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (_, metrics) = get(addr, "/metrics").await;

@@ -45,7 +45,7 @@ use axum::http::{StatusCode, Uri};
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 use url::Url;
-use webhook_log_exporter::sim::{Fault, Sim, SimConfig};
+use webhook_log_exporter::sim::authing::{AuthingSim, AuthingSimConfig, Fault};
 
 const INSTALL_HINT: &str = "apt-get install -y prometheus prometheus-alertmanager";
 const RULES: &str = "alerts/webhook-log-exporter.rules.yml";
@@ -69,7 +69,7 @@ const FOR_DIVISOR: f64 = 30.0;
 const GROUP_WAIT: &str = "1s";
 const GROUP_INTERVAL: &str = "2s";
 
-/// Simulated webhooks (indices into `SimConfig::webhooks`) and the share of
+/// Simulated webhooks (indices into `AuthingSimConfig::webhooks`) and the share of
 /// their deliveries that fail.
 const FAILING: usize = 0;
 const FLAKY: usize = 1;
@@ -556,7 +556,7 @@ fn prometheus_config(rules: &Path, exporter: SocketAddr, alertmanager: SocketAdd
     )
 }
 
-fn exporter_config(sim: &Sim) -> String {
+fn exporter_config(sim: &AuthingSim) -> String {
     let global = "  poll_interval: 1s\n  lookback: 1h\n  request_timeout: 5s\n";
     let extra = "    rate_limit: {requests_per_second: 50, burst: 50}\n";
     common::config_text(global, &[common::authing_source(SOURCE, sim, extra)])
@@ -566,11 +566,11 @@ fn exporter_config(sim: &Sim) -> String {
 // The simulator and its traffic
 // ---------------------------------------------------------------------------
 
-fn sim_config() -> SimConfig {
-    let mut cfg = SimConfig {
+fn sim_config() -> AuthingSimConfig {
+    let mut cfg = AuthingSimConfig {
         rate_per_webhook: 0.0, // the traffic task generates, per webhook
         failure_ratio: 0.0,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     };
     assert_eq!(cfg.webhooks.len(), WEBHOOKS.len(), "simulator webhooks");
     for (idx, name, _) in WEBHOOKS {
@@ -582,7 +582,7 @@ fn sim_config() -> SimConfig {
 /// Generates one delivery per webhook per tick, each with its own failure
 /// ratio (the simulator's ratio is global, so it is set before each one; this
 /// task is the only generator), and queues a 503 on the logs API now and then.
-fn start_traffic(sim: Arc<Sim>) -> AbortOnDrop {
+fn start_traffic(sim: Arc<AuthingSim>) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         let mut every = tokio::time::interval(TRAFFIC_TICK);
         let mut ticks: u32 = 0;
@@ -617,7 +617,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(dir: &Path, sim: &Sim) -> Stack {
+    async fn start(dir: &Path, sim: &AuthingSim) -> Stack {
         let prometheus_bin = find_tool("PROMETHEUS", &["prometheus"]);
         let alertmanager_bin =
             find_tool("ALERTMANAGER", &["prometheus-alertmanager", "alertmanager"]);
@@ -1149,7 +1149,11 @@ async fn failure_alerts_page_through_alertmanager_and_every_dashboard_query_has_
         .tempdir()
         .expect("temp dir");
 
-    let sim = Arc::new(Sim::start(sim_config()).await.expect("start the simulator"));
+    let sim = Arc::new(
+        AuthingSim::start(sim_config())
+            .await
+            .expect("start the simulator"),
+    );
     let ids: Vec<String> = sim.config().webhooks.iter().map(|w| w.id.clone()).collect();
     let failing_events = sim.config().webhooks[FAILING].events.clone();
     let _traffic = start_traffic(sim.clone());

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use webhook_log_exporter::sim::{Fault, SimConfig, SimWebhook};
+use webhook_log_exporter::sim::authing::{AuthingSimConfig, AuthingSimWebhook, Fault};
 
 /// Starts the binary on an ephemeral port; returns it and its address. Its
 /// logs are drained and dropped.
@@ -75,17 +75,17 @@ fn write(dir: &Path, text: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_storm_keeps_serving_and_converges_to_the_truth() {
     let webhooks = (0..5)
-        .map(|i| SimWebhook {
+        .map(|i| AuthingSimWebhook {
             id: format!("hook{i}"),
             name: String::new(),
             enabled: true,
             events: vec!["user:created".into(), "user:login".into()],
         })
         .collect();
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         webhooks,
         failure_ratio: 0.3,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     for i in 0..5 {
@@ -280,8 +280,8 @@ async fn hostile_event_names_and_error_messages_stay_valid_and_bounded() {
             String::new(),
         ])
         .collect();
-    let sim = start_sim(SimConfig {
-        webhooks: vec![SimWebhook {
+    let sim = start_sim(AuthingSimConfig {
+        webhooks: vec![AuthingSimWebhook {
             id: "h".into(),
             name: "n\"a\\m\ne".into(),
             enabled: true,
@@ -289,7 +289,7 @@ async fn hostile_event_names_and_error_messages_stay_valid_and_bounded() {
         }],
         failure_ratio: 0.9,
         error_messages: errors,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     sim.generate(0, 3000);
@@ -358,19 +358,19 @@ async fn hostile_event_names_and_error_messages_stay_valid_and_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_concurrent_scrapers_shows_no_growth() {
-    let webhooks: Vec<SimWebhook> = (0..150)
-        .map(|i| SimWebhook {
+    let webhooks: Vec<AuthingSimWebhook> = (0..150)
+        .map(|i| AuthingSimWebhook {
             id: format!("w{i:03}"),
             name: format!("hook {i}"),
             enabled: true,
             events: vec!["a".into(), "b".into()],
         })
         .collect();
-    let sim = start_sim(SimConfig {
+    let sim = start_sim(AuthingSimConfig {
         webhooks,
         rate_per_webhook: 1.0,
         failure_ratio: 0.2,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     let dir = tempfile::tempdir().expect("tempdir");

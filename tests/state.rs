@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::Rng;
-use webhook_log_exporter::sim::{Sim, SimConfig, SimWebhook};
+use webhook_log_exporter::sim::authing::{AuthingSim, AuthingSimConfig, AuthingSimWebhook};
 
 /// Starts the binary on an ephemeral port; returns it, its address and its log lines.
 fn spawn(config: &Path) -> (Proc, std::net::SocketAddr, Logs) {
@@ -54,15 +54,15 @@ fn assert_monotonic(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64
     }
 }
 
-fn sim_config() -> SimConfig {
-    SimConfig {
+fn sim_config() -> AuthingSimConfig {
+    AuthingSimConfig {
         rate_per_webhook: 15.0,
         failure_ratio: 0.3,
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     }
 }
 
-fn config_file(dir: &Path, sim: &Sim, state: &Path) -> std::path::PathBuf {
+fn config_file(dir: &Path, sim: &AuthingSim, state: &Path) -> std::path::PathBuf {
     let text = format!(
         "global:\n  poll_interval: 200ms\n  overlap: 2s\n  max_error_values: 1000\n  state_file: {}\nsources:\n{}",
         state.display(),
@@ -116,7 +116,7 @@ async fn kill_9_at_random_moments_never_resets_and_ends_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_restart_continues_counters_exactly() {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     sim.generate(0, 30);
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.json");
@@ -143,7 +143,7 @@ async fn clean_restart_continues_counters_exactly() {
 }
 
 async fn bad_state_file_is_set_aside(content: &[u8], reason: &str) {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     sim.generate(0, 9);
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.json");
@@ -202,7 +202,7 @@ async fn state_file_of_another_version_is_set_aside() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_state_file_is_reported_and_counting_goes_on() {
-    let sim = start_sim(SimConfig::default()).await;
+    let sim = start_sim(AuthingSimConfig::default()).await;
     sim.generate(0, 9);
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("no-such-dir").join("state.json");
@@ -222,7 +222,7 @@ async fn unwritable_state_file_is_reported_and_counting_goes_on() {
 async fn reload_adds_removes_keeps_and_rejects_invalid_configs() {
     let hooks = |p: &str| {
         (1..=2)
-            .map(|i| SimWebhook {
+            .map(|i| AuthingSimWebhook {
                 id: format!("{p}{i}"),
                 name: String::new(),
                 enabled: true,
@@ -230,19 +230,19 @@ async fn reload_adds_removes_keeps_and_rejects_invalid_configs() {
             })
             .collect::<Vec<_>>()
     };
-    let sa = start_sim(SimConfig {
+    let sa = start_sim(AuthingSimConfig {
         webhooks: hooks("a"),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
-    let sb = start_sim(SimConfig {
+    let sb = start_sim(AuthingSimConfig {
         webhooks: hooks("b"),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
-    let sc = start_sim(SimConfig {
+    let sc = start_sim(AuthingSimConfig {
         webhooks: hooks("c"),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await;
     for s in [&sa, &sb, &sc] {
@@ -330,8 +330,8 @@ async fn reload_adds_removes_keeps_and_rejects_invalid_configs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_binary() {
-    let sa = start_sim(SimConfig::default()).await;
-    let sb = start_sim(SimConfig::default()).await;
+    let sa = start_sim(AuthingSimConfig::default()).await;
+    let sb = start_sim(AuthingSimConfig::default()).await;
     sa.generate(0, 5);
     sb.generate(0, 6);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -401,7 +401,7 @@ async fn a_state_file_of_the_previous_release_loads_and_counting_stays_exact() {
     let before = saved_deliveries(&saved);
     assert_eq!(before.len(), 6);
 
-    let authing = start_sim(SimConfig::default()).await;
+    let authing = start_sim(AuthingSimConfig::default()).await;
     let bird = BirdSim::start(BirdSimConfig::default())
         .await
         .expect("bird simulator");

@@ -2,7 +2,7 @@
 //!
 //! Every scenario runs the real pipeline — `app::Exporter` (pollers, walkers,
 //! `ApiClient`, ledger) and the real axum server — against the in-repo
-//! simulator (`sim::Sim`) over loopback HTTP. Figures are printed one per line
+//! simulator (`sim::authing::AuthingSim`) over loopback HTTP. Figures are printed one per line
 //! as `BENCH <name> <value> <unit>`; notes go to stderr, prefixed `#`.
 //!
 //! # One core for the exporter
@@ -37,8 +37,8 @@ use webhook_log_exporter::app::Exporter;
 use webhook_log_exporter::config::Config;
 use webhook_log_exporter::registry::Registry;
 use webhook_log_exporter::server::serve;
+use webhook_log_exporter::sim::authing::{AuthingSim, AuthingSimConfig, AuthingSimWebhook};
 use webhook_log_exporter::sim::bird::{BirdSim, BirdSimConfig, BirdSimSubscription};
-use webhook_log_exporter::sim::{Sim, SimConfig, SimWebhook};
 
 /// The exporter's core.
 const EXPORTER_CPU: usize = 0;
@@ -250,7 +250,7 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     s[rank.clamp(1, s.len()) - 1]
 }
 
-fn webhooks(n: usize, events: usize) -> Vec<SimWebhook> {
+fn webhooks(n: usize, events: usize) -> Vec<AuthingSimWebhook> {
     const BASE: &[&str] = &[
         "user:created",
         "user:updated",
@@ -259,7 +259,7 @@ fn webhooks(n: usize, events: usize) -> Vec<SimWebhook> {
         "user:logout",
     ];
     (0..n)
-        .map(|i| SimWebhook {
+        .map(|i| AuthingSimWebhook {
             id: format!("6229ffa{i:017x}"),
             name: format!("bench hook {i}"),
             enabled: true,
@@ -274,10 +274,10 @@ fn webhooks(n: usize, events: usize) -> Vec<SimWebhook> {
 }
 
 /// A simulator of `n` webhooks × `events` events, no logs yet.
-async fn sim_of(n: usize, events: usize) -> anyhow::Result<Sim> {
-    Ok(Sim::start(SimConfig {
+async fn sim_of(n: usize, events: usize) -> anyhow::Result<AuthingSim> {
+    Ok(AuthingSim::start(AuthingSimConfig {
         webhooks: webhooks(n, events),
-        ..SimConfig::default()
+        ..AuthingSimConfig::default()
     })
     .await?)
 }
@@ -287,12 +287,12 @@ async fn sim_of(n: usize, events: usize) -> anyhow::Result<Sim> {
 enum Payload {
     /// The documented sample's shape: the event name and a bare id.
     Sample,
-    /// A whole user, as a `user:*` event carries it ([`SimConfig::user_payload`]).
+    /// A whole user, as a `user:*` event carries it ([`AuthingSimConfig::user_payload`]).
     User,
 }
 
 /// A config for one Authing source on `sim`; `extra` lines go under the source.
-fn config_text(sim: &Sim, global: &str, extra: &str) -> String {
+fn config_text(sim: &AuthingSim, global: &str, extra: &str) -> String {
     let c = sim.config();
     format!(
         "global:\n  state_file: \"\"\n  lookback: 1h\n{global}sources:\n  - name: bench\n    provider: authing\n    \
@@ -440,7 +440,7 @@ fn http() -> anyhow::Result<reqwest::Client> {
 }
 
 /// A management token and the pool, straight from the simulator.
-async fn sim_token(client: &reqwest::Client, sim: &Sim) -> anyhow::Result<(String, String)> {
+async fn sim_token(client: &reqwest::Client, sim: &AuthingSim) -> anyhow::Result<(String, String)> {
     let c = sim.config();
     let body =
         serde_json::json!({"accessKeyId": c.access_key_id, "accessKeySecret": c.access_key_secret});
@@ -588,10 +588,10 @@ impl Bench {
     /// Authing backlog walked end to end; then the parse baseline.
     async fn ingest_round(&self, payload: Payload) -> anyhow::Result<(f64, f64)> {
         let p = &self.plan;
-        let sim = Sim::start(SimConfig {
+        let sim = AuthingSim::start(AuthingSimConfig {
             webhooks: webhooks(p.ingest_webhooks, 3),
             user_payload: payload == Payload::User,
-            ..SimConfig::default()
+            ..AuthingSimConfig::default()
         })
         .await?;
         for i in 0..p.ingest_webhooks {
@@ -746,10 +746,10 @@ impl Bench {
     /// `GET /metrics` with ~100k delivery series while polling continues.
     async fn scrape(&self) -> anyhow::Result<()> {
         let p = &self.plan;
-        let sim = Sim::start(SimConfig {
+        let sim = AuthingSim::start(AuthingSimConfig {
             webhooks: webhooks(p.scrape_webhooks, p.scrape_events),
             failure_ratio: 0.5,
-            ..SimConfig::default()
+            ..AuthingSimConfig::default()
         })
         .await?;
         // Old enough to leave the overlap window, so steady-state walks read
@@ -1130,8 +1130,8 @@ fn rss_child(sim_url: &str, secs: u64, pin_ok: bool) -> anyhow::Result<()> {
         "global:\n  state_file: \"\"\n  poll_interval: 5s\nsources:\n  - name: bench\n    provider: authing\n    \
          base_url: {sim_url}\n    access_key_id: {}\n    access_key_secret: {}\n    page_size: 50\n    \
          rate_limit: {{requests_per_second: 10000, burst: 10000}}\n",
-        SimConfig::default().access_key_id,
-        SimConfig::default().access_key_secret
+        AuthingSimConfig::default().access_key_id,
+        AuthingSimConfig::default().access_key_secret
     );
     let exp = Exporter1::start(&text, pin_ok)?;
     println!("ADDR {}", exp.addr);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use webhook_log_exporter::config::Config;
-use webhook_log_exporter::sim::{Sim, SimConfig};
+use webhook_log_exporter::sim::authing::{AuthingSim, AuthingSimConfig};
 
 /// A running exporter server.
 pub struct Running {
@@ -32,7 +32,7 @@ impl Running {
 }
 
 /// A source block for the simulator (Authing).
-pub fn authing_source(name: &str, sim: &Sim, extra: &str) -> String {
+pub fn authing_source(name: &str, sim: &AuthingSim, extra: &str) -> String {
     let c = sim.config();
     format!(
         "  - name: {name}\n    provider: authing\n    base_url: {}\n    access_key_id: {}\n    access_key_secret: {}\n{extra}",
@@ -191,8 +191,8 @@ pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
     }
 }
 
-pub async fn start_sim(cfg: SimConfig) -> Sim {
-    Sim::start(cfg).await.expect("start simulator")
+pub async fn start_sim(cfg: AuthingSimConfig) -> AuthingSim {
+    AuthingSim::start(cfg).await.expect("start simulator")
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -347,8 +347,8 @@ where
 pub fn exporter_counts(
     m: &Metrics,
     source: &str,
-) -> BTreeMap<(String, String), webhook_log_exporter::sim::TruthCounts> {
-    let mut out: BTreeMap<(String, String), webhook_log_exporter::sim::TruthCounts> =
+) -> BTreeMap<(String, String), webhook_log_exporter::sim::authing::TruthCounts> {
+    let mut out: BTreeMap<(String, String), webhook_log_exporter::sim::authing::TruthCounts> =
         BTreeMap::new();
     let key = |ls: &BTreeMap<String, String>| (ls["webhook"].clone(), ls["event"].clone());
     for (ls, v) in m.series("webhook_deliveries_total") {
@@ -384,7 +384,7 @@ pub fn exporter_counts(
 /// returns the final scrape. On timeout, shows the difference.
 pub async fn wait_for_truth(
     addr: SocketAddr,
-    sim: &Sim,
+    sim: &AuthingSim,
     source: &str,
     timeout: Duration,
 ) -> Metrics {
