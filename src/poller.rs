@@ -25,6 +25,7 @@ use crate::ledger::{SourceLedger, WebhookCounts, WebhookLedger, lock};
 use crate::metrics::SelfMetrics;
 use crate::provider::{self, Discovered, Provider, Sink, Walker, unix_now};
 use crate::registry::{SourceHandle, WebhookHandle, WebhookInfo, enabled_label};
+use crate::shard::Shard;
 use crate::state::{SourceState, WebhookState};
 
 /// A source being polled.
@@ -43,6 +44,8 @@ pub struct SourceRuntime {
     durable: bool,
     /// Wakes the state writer after a checkpoint.
     dirty: Arc<Notify>,
+    /// Which of the discovered webhooks this process walks.
+    shard: Shard,
 }
 
 impl std::fmt::Debug for SourceRuntime {
@@ -85,11 +88,12 @@ impl SourceRuntime {
         seed: Option<SourceState>,
         durable: bool,
         dirty: Arc<Notify>,
+        shard: Shard,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = Arc::new(ApiClient::new(
             ClientSettings {
                 source: Arc::from(sc.name.as_str()),
-                rate_limit: sc.rate_limit,
+                rate_limit: shard.share(&sc.name, sc.rate_limit),
                 timeout: global.request_timeout,
                 max_body: global.max_response_bytes,
                 max_retries: global.max_retries,
@@ -121,6 +125,7 @@ impl SourceRuntime {
             seeds: Mutex::new(seed.webhooks),
             durable,
             dirty,
+            shard,
         }))
     }
 
@@ -182,7 +187,8 @@ impl SourceRuntime {
     /// Runs discovery once and returns the webhooks to watch with their info.
     /// Configured webhooks are watched even when discovery fails or does not
     /// list them (then with `enabled="unknown"`); with discovery failing at
-    /// start, webhooks saved in the state file keep being watched.
+    /// start, webhooks saved in the state file keep being watched. Of all
+    /// these, only the ones this shard owns are returned.
     async fn discover(&self) -> Option<Vec<(String, WebhookInfo)>> {
         let found = match self.provider.discover().await {
             Ok(list) => {
@@ -208,7 +214,7 @@ impl SourceRuntime {
                 None => unknown_info(),
             }
         };
-        match (configured_ids(&self.config), found) {
+        let wanted: Option<Vec<(String, WebhookInfo)>> = match (configured_ids(&self.config), found) {
             (Some(ids), found) => Some(
                 ids.iter()
                     .map(|id| {
@@ -230,7 +236,13 @@ impl SourceRuntime {
                 (!saved.is_empty()).then(|| saved.into_iter().map(|id| (id.clone(), known(&id))).collect())
             }
             (None, None) => None,
-        }
+        };
+        let source = &self.config.name;
+        wanted.map(|all| {
+            all.into_iter()
+                .filter(|(id, _)| self.shard.owns(source, id))
+                .collect()
+        })
     }
 
     /// A handle for `id`, seeded from its saved checkpoint if there is one,
