@@ -3,7 +3,8 @@
 # Run:   docker run -p 9797:9797 -v $PWD/webhook-log-exporter.yml:/etc/webhook-log-exporter/config.yml:ro \
 #          -v wle-state:/var/lib/webhook-log-exporter webhook-log-exporter
 
-FROM rust:1.85-bookworm AS build
+# The builder is Cargo.toml's rust-version (scripts/check-deploy.sh checks it).
+FROM rust:1.88-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./

@@ -16,6 +16,7 @@ use crate::metrics::{SelfMetrics, render};
 use crate::poller::SourceRuntime;
 use crate::registry::Registry;
 use crate::server::{AppState, ReloadRequest, serve_with};
+use crate::shard::Shard;
 use crate::state::{self, Loaded, SourceState, StateFile};
 use crate::util::unix_now;
 use crate::webconfig::WebConfig;
@@ -134,6 +135,7 @@ pub struct Exporter {
     dirty: Arc<Notify>,
     store: Option<Store>,
     writer: Option<(CancellationToken, JoinHandle<()>)>,
+    shard: Shard,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -195,7 +197,19 @@ impl Exporter {
         stop: CancellationToken,
         persist: bool,
     ) -> Result<Exporter, StartError> {
+        Exporter::build_sharded(config, stop, persist, Shard::ALL)
+    }
+
+    /// [`Exporter::build`] for one shard: it walks only the webhooks `shard`
+    /// owns, with its part of every source's rate limit.
+    pub fn build_sharded(
+        config: &Config,
+        stop: CancellationToken,
+        persist: bool,
+        shard: Shard,
+    ) -> Result<Exporter, StartError> {
         let metrics = Arc::new(SelfMetrics::new()?);
+        metrics.set_shard(shard);
         let registry = Arc::new(Registry::default());
         let (saved, writable) = match (&config.global.state_file, persist) {
             (Some(path), true) => load_state(path, &metrics),
@@ -228,6 +242,7 @@ impl Exporter {
                 seeds.remove(&sc.name),
                 store.is_some(),
                 dirty.clone(),
+                shard,
             )?;
             running.push(Running {
                 rt,
@@ -245,6 +260,7 @@ impl Exporter {
             dirty,
             store,
             writer: None,
+            shard,
         };
         exporter.publish_sources();
         Ok(exporter)
@@ -350,6 +366,7 @@ impl Exporter {
                         seed,
                         self.store.is_some(),
                         self.dirty.clone(),
+                        self.shard,
                     ) {
                         Ok(rt) => next.push(Running {
                             rt,
@@ -449,25 +466,35 @@ pub async fn run(
     telemetry_path: &str,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with_web(config, config_path, listener, telemetry_path, None, stop).await
+    run_with_web(
+        config,
+        config_path,
+        listener,
+        telemetry_path,
+        None,
+        Shard::ALL,
+        stop,
+    )
+    .await
 }
 
 /// [`run`], serving with a web configuration (`--web.config.file`: TLS,
-/// basic auth) when there is one.
+/// basic auth) when there is one, as `shard`.
 pub async fn run_with_web(
     config: Config,
     config_path: Option<PathBuf>,
     listener: TcpListener,
     telemetry_path: &str,
     web: Option<WebConfig>,
+    shard: Shard,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut exporter = Exporter::build(&config, stop.child_token(), true)?;
+    let mut exporter = Exporter::build_sharded(&config, stop.child_token(), true, shard)?;
     exporter.start();
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let state = exporter.app_state(telemetry_path, Some(reload_tx.clone()));
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(address = %addr, sources = config.sources.len(), "serving metrics");
+        tracing::info!(address = %addr, sources = config.sources.len(), shard = shard.index(), total_shards = shard.total(), "serving metrics");
     }
     let server = tokio::spawn(serve_with(listener, state, web, stop.clone()));
     #[cfg(unix)]

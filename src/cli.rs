@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{Exporter, run_with_web};
 use crate::config::{Config, ConfigError};
 use crate::logging::{LogFormat, LogLevel};
+use crate::shard::Shard;
 use crate::webconfig::WebConfig;
 
 /// Prometheus exporter for webhook delivery failures (Authing/GenAuth, Bird).
@@ -63,6 +64,19 @@ pub struct Cli {
     /// Poll every source once, print the /metrics text to stdout and exit.
     #[arg(long = "once")]
     pub once: bool,
+    /// This process's shard, from 0: it walks only the webhooks whose stable
+    /// hash of (source, webhook) falls to it, with 1/M of each rate limit.
+    #[arg(long = "shard", env = "SHARD", default_value_t = 0, value_name = "N")]
+    pub shard: u32,
+    /// How many processes (each with its own --shard and state file) share
+    /// this configuration.
+    #[arg(
+        long = "total-shards",
+        env = "TOTAL_SHARDS",
+        default_value_t = 1,
+        value_name = "M"
+    )]
+    pub total_shards: u32,
     /// Subcommand.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -110,6 +124,13 @@ pub async fn main(cli: Cli) -> ExitCode {
         eprintln!("--web.telemetry-path must start with / and name a path, e.g. /metrics");
         return ExitCode::from(2);
     }
+    let shard = match Shard::new(cli.shard, cli.total_shards) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match &cli.command {
         Some(Command::Demo) => return demo(&cli).await,
         None => {}
@@ -149,7 +170,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let stop = CancellationToken::new();
     if cli.once {
         // --once never touches the state file: a running exporter may own it.
-        let exporter = match Exporter::build(&config, stop, false) {
+        let exporter = match Exporter::build_sharded(&config, stop, false, shard) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -164,13 +185,14 @@ pub async fn main(cli: Cli) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    serve(&cli, config, Some(cli.config_file.clone()), stop).await
+    serve(&cli, config, Some(cli.config_file.clone()), shard, stop).await
 }
 
 async fn serve(
     cli: &Cli,
     config: Config,
     path: Option<PathBuf>,
+    shard: Shard,
     stop: CancellationToken,
 ) -> ExitCode {
     let web = match load_web_config(cli) {
@@ -201,7 +223,17 @@ async fn serve(
             tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
         }
     }
-    match run_with_web(config, path, listener, &cli.telemetry_path, web, stop).await {
+    match run_with_web(
+        config,
+        path,
+        listener,
+        &cli.telemetry_path,
+        web,
+        shard,
+        stop,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -266,7 +298,7 @@ async fn demo(cli: &Cli) -> ExitCode {
         cli.telemetry_path
     );
     let config = demo.config.clone();
-    let code = serve(cli, config, None, CancellationToken::new()).await;
+    let code = serve(cli, config, None, Shard::ALL, CancellationToken::new()).await;
     drop(demo);
     code
 }

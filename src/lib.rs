@@ -22,6 +22,7 @@
 //! * [`registry`] — the read side shared by pollers, metrics and server.
 //! * [`metrics`] — self-metrics and the text exposition of the ledger.
 //! * [`state`] — the state file: checkpoints that survive restarts.
+//! * [`shard`] — `--shard=N --total-shards=M`: which webhooks this process walks.
 //! * [`sim`] — the loopback simulator of the provider APIs, with ground truth.
 
 pub mod app;
@@ -38,6 +39,7 @@ pub mod provider;
 pub mod registry;
 pub mod secret;
 pub mod server;
+pub mod shard;
 pub mod sim;
 pub mod state;
 pub mod util;

@@ -65,6 +65,8 @@ pub struct SelfMetrics {
     pub web_reload_successful: prometheus::IntGauge,
     /// `webhook_exporter_web_config_last_reload_success_timestamp_seconds`.
     pub web_reload_success_time: prometheus::Gauge,
+    /// `webhook_exporter_shard_info{shard,total_shards}`: set once, by [`Self::set_shard`].
+    shard_info: IntGaugeVec,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -148,6 +150,14 @@ impl SelfMetrics {
         registry.register(Box::new(api_throttled.clone()))?;
         registry.register(Box::new(api_errors.clone()))?;
         registry.register(Box::new(build_info))?;
+        let shard_info = IntGaugeVec::new(
+            Opts::new(
+                "webhook_exporter_shard_info",
+                "Which shard of how many this process is (always 1); replicas of one configuration must agree on total_shards and differ in shard.",
+            ),
+            &["shard", "total_shards"],
+        )?;
+        registry.register(Box::new(shard_info.clone()))?;
         let state_writes = IntCounterVec::new(
             Opts::new(
                 "webhook_exporter_state_writes_total",
@@ -234,7 +244,16 @@ impl SelfMetrics {
             reload_success_time,
             web_reload_successful,
             web_reload_success_time,
+            shard_info,
         })
+    }
+
+    /// Says which shard this process is (`webhook_exporter_shard_info`).
+    pub fn set_shard(&self, shard: crate::shard::Shard) {
+        self.shard_info.reset();
+        self.shard_info
+            .with_label_values(&[&shard.index().to_string(), &shard.total().to_string()])
+            .set(1);
     }
 
     /// Counts one API call (and remembers its labels for [`Self::remove_source`]).

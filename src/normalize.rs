@@ -30,19 +30,17 @@ pub fn normalize_error(msg: &str) -> Option<String> {
             pending_space = false;
         }
         let at_word_start = i == 0 || !is_word(chars[i - 1]);
-        if at_word_start {
-            if let Some((len, ph)) = placeholder_at(&chars[i..]) {
-                out.push_str(ph);
-                i += len;
-                continue;
-            }
+        if at_word_start && let Some((len, ph)) = placeholder_at(&chars[i..]) {
+            out.push_str(ph);
+            i += len;
+            continue;
         }
-        if c == '"' || c == '\'' || c == '`' {
-            if let Some(end) = chars[i + 1..].iter().position(|&q| q == c) {
-                out.push_str("<str>");
-                i += end + 2;
-                continue;
-            }
+        if (c == '"' || c == '\'' || c == '`')
+            && let Some(end) = chars[i + 1..].iter().position(|&q| q == c)
+        {
+            out.push_str("<str>");
+            i += end + 2;
+            continue;
         }
         out.push(c);
         i += 1;

@@ -25,6 +25,7 @@ use crate::ledger::{SourceLedger, WebhookCounts, WebhookLedger};
 use crate::metrics::SelfMetrics;
 use crate::provider::{Discovered, Provider, Sink, Walker};
 use crate::registry::{SourceHandle, WebhookHandle, WebhookInfo, enabled_label};
+use crate::shard::Shard;
 use crate::state::{SourceState, WebhookState};
 use crate::util::{lock, unix_now};
 
@@ -44,6 +45,8 @@ pub struct SourceRuntime {
     durable: bool,
     /// Wakes the state writer after a checkpoint.
     dirty: Arc<Notify>,
+    /// Which of the discovered webhooks this process walks.
+    shard: Shard,
 }
 
 impl std::fmt::Debug for SourceRuntime {
@@ -78,11 +81,12 @@ impl SourceRuntime {
         seed: Option<SourceState>,
         durable: bool,
         dirty: Arc<Notify>,
+        shard: Shard,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = Arc::new(ApiClient::new(
             ClientSettings {
                 source: Arc::from(sc.name.as_str()),
-                rate_limit: sc.rate_limit,
+                rate_limit: shard.share(&sc.name, sc.rate_limit),
                 timeout: global.request_timeout,
                 max_body: global.max_response_bytes,
                 max_retries: global.max_retries,
@@ -115,6 +119,7 @@ impl SourceRuntime {
             seeds: Mutex::new(seed.webhooks),
             durable,
             dirty,
+            shard,
         }))
     }
 
@@ -176,7 +181,8 @@ impl SourceRuntime {
     /// Runs discovery once and returns the webhooks to watch with their info.
     /// Configured webhooks are watched even when discovery fails or does not
     /// list them (then with `enabled="unknown"`); with discovery failing at
-    /// start, webhooks saved in the state file keep being watched.
+    /// start, webhooks saved in the state file keep being watched. Of all
+    /// these, only the ones this shard owns are returned.
     async fn discover(&self) -> Option<Vec<(String, WebhookInfo)>> {
         let found = match self.provider.discover().await {
             Ok(list) => {
@@ -202,7 +208,7 @@ impl SourceRuntime {
                 None => unknown_info(),
             }
         };
-        match (self.config.provider.webhooks(), found) {
+        let wanted: Option<Vec<(String, WebhookInfo)>> = match (self.config.provider.webhooks(), found) {
             (Some(ids), found) => Some(
                 ids.iter()
                     .map(|id| {
@@ -224,7 +230,13 @@ impl SourceRuntime {
                 (!saved.is_empty()).then(|| saved.into_iter().map(|id| (id.clone(), known(&id))).collect())
             }
             (None, None) => None,
-        }
+        };
+        let source = &self.config.name;
+        wanted.map(|all| {
+            all.into_iter()
+                .filter(|(id, _)| self.shard.owns(source, id))
+                .collect()
+        })
     }
 
     /// A handle for `id`, seeded from its saved checkpoint if there is one,

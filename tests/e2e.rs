@@ -593,7 +593,7 @@ fn start_traffic(sim: Arc<AuthingSim>) -> AbortOnDrop {
                 sim.generate(idx, 1);
             }
             ticks += 1;
-            if ticks % FAULT_EVERY_TICKS == 0 {
+            if ticks.is_multiple_of(FAULT_EVERY_TICKS) {
                 sim.push_fault(Some("get-webhook-logs"), Fault::Status(503, None));
             }
         }
@@ -1054,12 +1054,12 @@ async fn check_variable_queries(
                 problems.push(format!("{at}: lists no value\n      {query}"));
             }
             Ok(values) => {
-                if let Some(picked) = sel.vars.get(q.name.as_str()).filter(|v| *v != ".*") {
-                    if !values.contains(picked) {
-                        problems.push(format!(
-                            "{at}: lists {values:?}, not the value in use {picked:?}\n      {query}"
-                        ));
-                    }
+                if let Some(picked) = sel.vars.get(q.name.as_str()).filter(|v| *v != ".*")
+                    && !values.contains(picked)
+                {
+                    problems.push(format!(
+                        "{at}: lists {values:?}, not the value in use {picked:?}\n      {query}"
+                    ));
                 }
             }
         }

@@ -881,11 +881,10 @@ impl Bench {
                 },
                 // Scraped like Prometheus would, so the page's cost is in the figure.
                 _ = every.tick() => {
-                    if let Some(a) = &addr {
-                        if let Ok(r) = client.get(format!("http://{a}/metrics")).send().await {
+                    if let Some(a) = &addr
+                        && let Ok(r) = client.get(format!("http://{a}/metrics")).send().await {
                             let _ = r.bytes().await;
                         }
-                    }
                 }
             }
         }

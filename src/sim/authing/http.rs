@@ -170,7 +170,7 @@ pub(super) struct PageQuery {
 
 /// Unauthenticated answer: alternately HTTP 401 and HTTP 200 with body 401.
 pub(super) fn unauthorized(n: usize) -> Response {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         (
             StatusCode::UNAUTHORIZED,
             Json(json!({"statusCode": 401, "message": "token expired or invalid"})),

@@ -205,11 +205,12 @@ impl SimState {
 
     /// The body of one `get-webhook-logs` page (after the drift, if any).
     pub(super) fn logs_page(&mut self, webhook_id: &str, page: u64, limit: usize) -> Vec<u8> {
-        if page > 1 && self.drift_per_page > 0 {
-            if let Some(idx) = self.cfg.webhooks.iter().position(|w| w.id == webhook_id) {
-                let n = self.drift_per_page;
-                self.generate(idx, n);
-            }
+        if page > 1
+            && self.drift_per_page > 0
+            && let Some(idx) = self.cfg.webhooks.iter().position(|w| w.id == webhook_id)
+        {
+            let n = self.drift_per_page;
+            self.generate(idx, n);
         }
         let secret = "whsec-SIMULATED-WEBHOOK-SECRET";
         let empty = VecDeque::new();
@@ -257,7 +258,7 @@ impl SimState {
             return None;
         }
         let n = self.requests.len();
-        let kind = if n % 2 == 0 {
+        let kind = if n.is_multiple_of(2) {
             "unauthorized_http"
         } else {
             "unauthorized_body"
