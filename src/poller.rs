@@ -62,6 +62,7 @@ fn info_of(d: &Discovered) -> WebhookInfo {
         name: d.name.clone(),
         enabled: if d.enabled { "true" } else { "false" },
         events: d.events.clone(),
+        missing: false,
     }
 }
 
@@ -204,6 +205,7 @@ impl SourceRuntime {
                     name: s.name.clone(),
                     enabled: enabled_label(&s.enabled),
                     events: s.events.clone(),
+                    missing: false,
                 },
                 None => unknown_info(),
             }
@@ -215,8 +217,19 @@ impl SourceRuntime {
                         let i = match found.as_ref().map(|f| f.iter().find(|d| &d.id == id)) {
                             Some(Some(d)) => info_of(d),
                             Some(None) => {
-                                tracing::warn!(source = %self.handle.name, webhook = %id, "configured webhook not found by discovery");
-                                unknown_info()
+                                // Warned once, when it goes missing.
+                                if !self.handle.webhook(id).is_some_and(|w| w.info().missing) {
+                                    tracing::warn!(
+                                        source = %self.handle.name,
+                                        webhook = %id,
+                                        "configured webhook not listed by discovery: deleted at the provider? \
+                                         its source_up is 0 until it is listed again"
+                                    );
+                                }
+                                WebhookInfo {
+                                    missing: true,
+                                    ..unknown_info()
+                                }
                             }
                             None => known(id),
                         };
@@ -292,6 +305,11 @@ impl SourceRuntime {
                 for ev in &info.events {
                     w.ledger.touch_event(&self.handle.ledger, ev);
                 }
+                if info.missing {
+                    lock(&w.status).up = Some(false);
+                } else if w.info().missing {
+                    tracing::info!(source = %self.handle.name, webhook = %id, "configured webhook listed by discovery again");
+                }
                 *lock(&w.info) = info;
                 continue;
             }
@@ -340,9 +358,11 @@ impl SourceRuntime {
                         .polls
                         .with_label_values(&[name, "success"])
                         .inc();
-                    st.up = Some(true);
+                    let missing = w.info().missing;
+                    st.up = Some(!missing);
                     st.last_success = Some(now);
-                    st.last_error = None;
+                    st.last_error = missing
+                        .then(|| "not listed by discovery (deleted at the provider?)".into());
                     if report.complete && !w.ledger.first_walk_done() {
                         w.ledger.mark_first_walk_done();
                     }

@@ -31,6 +31,10 @@ pub struct WebhookInfo {
     pub enabled: &'static str,
     /// Events it is subscribed to (for zero-initialised series).
     pub events: Vec<String>,
+    /// Configured, but a complete discovery no longer lists it: deleted at
+    /// the provider. Its series stay; its `source_up` is 0 (a provider may
+    /// answer an unknown webhook's logs with an empty list and no error).
+    pub missing: bool,
 }
 
 /// How the last walk of a webhook went.

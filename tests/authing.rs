@@ -634,3 +634,47 @@ async fn genauth_sends_its_pool_header_and_counts_exactly() {
     assert_eq!(m.sum("webhook_deliveries_total", &[("source", "a")]), 0.0);
     exp.shutdown().await;
 }
+
+/// Authing answers the logs of a deleted webhook with an empty list and no
+/// error. A configured webhook that a complete discovery no longer lists is
+/// gone: its series stay as they were, its `source_up` is 0, and the log says
+/// so once; the other webhooks stay exact and up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_webhook_that_is_gone_is_down_and_keeps_its_series() {
+    let sim = start_sim(AuthingSimConfig::default()).await;
+    for i in 0..3 {
+        sim.generate(i, 6);
+    }
+    let ids: Vec<String> = sim.config().webhooks.iter().map(|w| w.id.clone()).collect();
+    let extra = format!("    webhooks: [{}]\n", ids.join(", "));
+    let global = format!("{FAST}  discovery_interval: 300ms\n");
+    let exp = start_exporter(&config_text(&global, &[authing_source("a", &sim, &extra)])).await;
+    wait_for_truth(exp.addr, &sim, "a", Duration::from_secs(20)).await;
+    let up = |m: &Metrics, id: &str| {
+        m.sum(
+            "webhook_exporter_source_up",
+            &[("source", "a"), ("webhook", id)],
+        )
+    };
+    sim.delete_webhook(0);
+    sim.generate(1, 4);
+    let m = wait_for(
+        Duration::from_secs(20),
+        "the deleted webhook down",
+        || async {
+            let m = scrape(exp.addr).await;
+            (up(&m, &ids[0]) == 0.0).then_some(m)
+        },
+    )
+    .await;
+    // Several polls later: still down, its 6 deliveries still shown; the
+    // others up and exact.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let m2 = wait_for_truth(exp.addr, &sim, "a", Duration::from_secs(20)).await;
+    assert_eq!(up(&m2, &ids[0]), 0.0);
+    assert_eq!((up(&m2, &ids[1]), up(&m2, &ids[2])), (1.0, 1.0));
+    let shown = |m: &Metrics| m.sum("webhook_deliveries_total", &[("webhook", &ids[0])]);
+    assert_eq!((shown(&m), shown(&m2)), (6.0, 6.0));
+    assert_eq!(m2.sum("webhook_deliveries_total", &[("source", "a")]), 22.0);
+    exp.shutdown().await;
+}

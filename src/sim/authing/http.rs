@@ -202,10 +202,15 @@ pub(super) async fn list_webhooks(
         fault,
         || {
             let st = lock(&st2);
-            let list: Vec<Value> = st
+            let listed: Vec<&AuthingSimWebhook> = st
                 .cfg
                 .webhooks
                 .iter()
+                .filter(|w| !st.deleted.contains(&w.id))
+                .collect();
+            let total = listed.len();
+            let list: Vec<Value> = listed
+                .into_iter()
                 .skip(((page - 1) * limit) as usize)
                 .take(limit as usize)
                 .map(|w| {
@@ -214,7 +219,7 @@ pub(super) async fn list_webhooks(
                            "retryConfig": {"enabled": true, "count": 3, "delay": 10, "delayUnit": "Second"}})
                 })
                 .collect();
-            json!({"statusCode": 200, "message": "", "data": {"totalCount": st.cfg.webhooks.len(), "list": list}})
+            json!({"statusCode": 200, "message": "", "data": {"totalCount": total, "list": list}})
         },
         &state,
     )

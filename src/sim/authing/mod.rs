@@ -282,6 +282,16 @@ impl AuthingSim {
         lock(&self.state).drift_per_page = n;
     }
 
+    /// Deletes webhook `idx`: discovery no longer lists it and its logs
+    /// answer an empty list with no error, as the real API does for an
+    /// unknown webhook. Nothing more is generated for it.
+    pub fn delete_webhook(&self, idx: usize) {
+        let mut st = lock(&self.state);
+        if let Some(id) = st.cfg.webhooks.get(idx).map(|w| w.id.clone()) {
+            st.deleted.push(id);
+        }
+    }
+
     /// Changes the background generation rate.
     pub fn set_rate(&self, per_webhook_per_sec: f64) {
         lock(&self.state).cfg.rate_per_webhook = per_webhook_per_sec;

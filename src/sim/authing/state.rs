@@ -17,6 +17,8 @@ pub(super) struct SimState {
     pub(super) random_faults: Option<(f64, Vec<Fault>)>,
     pub(super) requests: Vec<(Instant, &'static str)>,
     pub(super) drift_per_page: usize,
+    /// Webhooks deleted: no longer listed, their logs an empty list.
+    pub(super) deleted: Vec<String>,
     pub(super) duplicate_next: bool,
     pub(super) rng: StdRng,
     pub(super) next_payload: u64,
@@ -46,6 +48,7 @@ impl SimState {
             random_faults: None,
             requests: Vec::new(),
             drift_per_page: 0,
+            deleted: Vec::new(),
             duplicate_next: false,
             rng,
             next_payload: 0,
@@ -71,6 +74,9 @@ impl SimState {
             let Some(w) = self.cfg.webhooks.get(webhook_idx).cloned() else {
                 return;
             };
+            if self.deleted.contains(&w.id) {
+                return;
+            }
             let event = w
                 .events
                 .get(self.rng.random_range(0..w.events.len().max(1)))
@@ -214,7 +220,13 @@ impl SimState {
         }
         let secret = "whsec-SIMULATED-WEBHOOK-SECRET";
         let empty = VecDeque::new();
-        let q = self.logs.get(webhook_id).unwrap_or(&empty);
+        // Like the real API: an unknown (or deleted) webhook's logs are an
+        // empty list, not an error.
+        let q = if self.deleted.iter().any(|d| d == webhook_id) {
+            &empty
+        } else {
+            self.logs.get(webhook_id).unwrap_or(&empty)
+        };
         let skip = (page as usize - 1).saturating_mul(limit);
         let mut out = Vec::with_capacity(1024 + limit * 640);
         out.extend_from_slice(b"{\"data\":{\"list\":[");
