@@ -834,3 +834,96 @@ async fn a_restart_mid_retry_resumes_from_the_saved_cursor_without_double_counti
     );
     exp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_1_while_in_progress_is_no_failure_of_a_request_that_then_succeeds() {
+    // Every attempt waits 2.5 s for its answer, shown meanwhile as
+    // `httpStatusCode: 1` and `processing`; none fails.
+    let sim = start_bird(BirdSimConfig {
+        failure_ratio: 0.0,
+        answer_delay: Duration::from_millis(2500),
+        ..BirdSimConfig::default()
+    })
+    .await;
+    let sub = sub_id(&sim, 0);
+    let extra = format!("    subscriptions: [{sub}]\n");
+    let exp = start_exporter(&config_text(FAST, &[bird_source("b", &sim, &extra)])).await;
+    wait_for_polls(exp.addr, "success", 1.0).await;
+    sim.generate(0, 1);
+    // Two walks while it shows code 1: nothing is counted yet.
+    let m = scrape(exp.addr).await;
+    let polls = m.sum("webhook_exporter_polls_total", &[("result", "success")]);
+    let m = wait_for_polls(exp.addr, "success", polls + 2.0).await;
+    assert_eq!(sim.in_progress(), 1, "still waiting for its answer");
+    let labels = [("webhook", sub.as_str())];
+    assert_eq!(m.sum("webhook_delivery_failures_total", &labels), 0.0);
+    assert_eq!(m.sum("webhook_deliveries_total", &labels), 0.0);
+    // Answered with the same attemptCount: one delivery, no failure.
+    let m = wait_for_truth(exp.addr, &sim, "b").await;
+    assert_eq!(sim.requests()[0].attempts.len(), 1);
+    assert_eq!(m.sum("webhook_deliveries_total", &labels), 1.0);
+    assert_eq!(m.sum("webhook_delivery_failures_total", &labels), 0.0);
+    assert_eq!(
+        m.sum(
+            "webhook_delivery_responses_total",
+            &[("webhook", sub.as_str()), ("status_code", "none")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        m.sum(
+            "webhook_requests_total",
+            &[("webhook", sub.as_str()), ("execution_status", "succeeded")]
+        ),
+        1.0
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_that_show_code_1_while_in_flight_count_exactly() {
+    let sim = start_bird(BirdSimConfig {
+        failure_ratio: 0.5,
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(1200),
+        answer_delay: Duration::from_millis(400),
+        ..BirdSimConfig::default()
+    })
+    .await;
+    for i in 0..2 {
+        sim.generate(i, 15);
+    }
+    let exp = start_exporter(&config_text(
+        FAST,
+        &[bird_source("b", &sim, "    page_size: 10\n")],
+    ))
+    .await;
+    wait_for(Duration::from_secs(20), "retries to settle", || async {
+        (sim.in_progress() == 0).then_some(())
+    })
+    .await;
+    let m = wait_for_truth(exp.addr, &sim, "b").await;
+    let requests = sim.requests();
+    let attempts: usize = requests.iter().map(|r| r.attempts.len()).sum();
+    let failed: usize = requests
+        .iter()
+        .map(|r| r.attempts.len() - usize::from(r.succeeds))
+        .sum();
+    assert_eq!(
+        m.sum("webhook_deliveries_total", &[("source", "b")]),
+        attempts as f64
+    );
+    assert_eq!(
+        m.sum("webhook_delivery_failures_total", &[("source", "b")]),
+        failed as f64
+    );
+    assert!(
+        failed > 0 && attempts > 30,
+        "{attempts} attempts, {failed} failed"
+    );
+    assert_eq!(
+        m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+        0.0
+    );
+    exp.shutdown().await;
+}

@@ -92,6 +92,10 @@ pub struct BirdSimConfig {
     pub retry_delay: Duration,
     /// Share of requests shown, while retrying, with the undocumented status `deferred`.
     pub odd_status_ratio: f64,
+    /// How long an attempt waits for its answer. Until then the list shows it
+    /// with `httpStatusCode: 1` and the request `processing`, as Bird's own
+    /// sample pairs code 1 with `succeeded`: a placeholder, not a failure.
+    pub answer_delay: Duration,
     /// Random seed.
     pub seed: u64,
 }
@@ -118,6 +122,7 @@ impl Default for BirdSimConfig {
             max_attempts: 4,
             retry_delay: Duration::from_millis(200),
             odd_status_ratio: 0.2,
+            answer_delay: Duration::ZERO,
             seed: 1,
         }
     }
@@ -165,6 +170,9 @@ pub struct SimRequest {
     pub succeeds: bool,
     /// Shown as `deferred` while retrying.
     pub odd: bool,
+    /// How long each attempt waits for its answer (ms; see
+    /// [`BirdSimConfig::answer_delay`]).
+    pub answer_delay_ms: i64,
 }
 
 impl SimRequest {
@@ -177,25 +185,37 @@ impl SimRequest {
             .max(1)
     }
 
-    /// Whether it is over by `now_ms`.
+    /// Whether it is over by `now_ms` (its last attempt made and answered).
     pub fn terminal(&self, now_ms: i64) -> bool {
-        self.happened(now_ms) == self.attempts.len()
+        self.happened(now_ms) == self.attempts.len() && self.answered(now_ms)
+    }
+
+    /// Whether its newest attempt has its answer by `now_ms`.
+    fn answered(&self, now_ms: i64) -> bool {
+        self.attempts[self.happened(now_ms) - 1].at_ms + self.answer_delay_ms <= now_ms
     }
 
     /// `executionStatus` at `now_ms`.
     pub fn status(&self, now_ms: i64) -> &'static str {
         let n = self.happened(now_ms);
-        match (n == self.attempts.len(), self.succeeds) {
+        match (self.terminal(now_ms), self.succeeds) {
             (true, true) => "succeeded",
             (true, false) => "failed",
+            _ if !self.answered(now_ms) => "processing",
             _ if self.odd => "deferred",
             _ if n == 1 => "pending",
             _ => "retrying",
         }
     }
 
+    /// The newest attempt as the list shows it: code 1 until it is answered.
     fn newest(&self, now_ms: i64) -> SimAttempt {
-        self.attempts[self.happened(now_ms) - 1]
+        let a = self.attempts[self.happened(now_ms) - 1];
+        if self.answered(now_ms) {
+            a
+        } else {
+            SimAttempt { code: 1, ..a }
+        }
     }
 
     #[cfg(test)]
@@ -384,6 +404,7 @@ impl SimState {
             attempts,
             succeeds,
             odd,
+            answer_delay_ms: self.cfg.answer_delay.as_millis() as i64,
         };
         let list = self.logs.entry(sub.id).or_default();
         let at = list.partition_point(|x| (x.created_ms, x.seq) <= (r.created_ms, r.seq));
@@ -1007,17 +1028,19 @@ async fn log_details(
             .skip(offset)
             .take(limit)
             .map(|(i, a)| {
+                // An attempt still waiting for its answer shows code 1.
+                let code = if a.at_ms + r.answer_delay_ms > now { 1 } else { a.code };
                 json!({
                     "organizationId": st.cfg.organization_id,
                     "workspaceId": st.cfg.workspace_id,
                     "subscriptionId": sub,
                     "requestId": r.id,
                     "attemptCount": i + 1,
-                    "httpStatusCode": a.code,
+                    "httpStatusCode": code,
                     "executionStatus": if r.is_success(i) { "succeeded" } else { "failed" },
                     "createdAt": rfc3339(a.at_ms),
                     "updatedAt": rfc3339(a.at_ms),
-                    "payloadDetails": {"response": if a.code == 1 { "" } else { "<!DOCTYPE html><html>simulated</html>" }},
+                    "payloadDetails": {"response": if code == 1 { "" } else { "<!DOCTYPE html><html>simulated</html>" }},
                 })
             })
             .collect();
@@ -1050,6 +1073,7 @@ mod tests {
             ],
             succeeds: true,
             odd: false,
+            answer_delay_ms: 0,
         };
         for odd in [false, true] {
             r.odd = odd;

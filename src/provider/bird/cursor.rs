@@ -368,6 +368,31 @@ mod tests {
         );
         c.settle(&e, Some(s), now);
         assert_eq!(c.step(&e, b), None);
+        // `httpStatusCode: 1` while in progress is no failure report: the
+        // attempt waits, and counts once when it turns out a success.
+        let e = entry("one", 1, 1, "processing", now - 8);
+        assert_eq!(c.step(&e, b), None);
+        c.settle(&e, None, now);
+        let e = entry("one", 1, 200, "succeeded", now - 8);
+        let s = c.step(&e, b).expect("terminal");
+        assert_eq!(
+            (s.first, s.last, s.terminal),
+            (1, 1, Some(Terminal::Succeeded))
+        );
+        c.settle(&e, Some(s), now);
+        // Code 1 with a grown attemptCount: the earlier attempt counts, the
+        // newest still waits; terminal with code 1, it counts too.
+        let e = entry("two", 2, 1, "retrying", now - 7);
+        let s = c.step(&e, b).expect("first attempt");
+        assert_eq!((s.first, s.last, s.terminal), (1, 1, None));
+        c.settle(&e, Some(s), now);
+        let e = entry("two", 2, 1, "failed", now - 7);
+        let s = c.step(&e, b).expect("terminal");
+        assert_eq!(
+            (s.first, s.last, s.terminal),
+            (2, 2, Some(Terminal::Failed))
+        );
+        c.settle(&e, Some(s), now);
         // A request that turns terminal with no new attempt is still counted once.
         let e = entry("q", 2, 500, "retrying", now - 5);
         let s = c.step(&e, b).expect("new");

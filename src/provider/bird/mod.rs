@@ -44,8 +44,11 @@
 //!
 //! Deliveries grow by the increase of `attemptCount`. Every attempt but a final
 //! successful one is a failure. The newest attempt of a request still retrying
-//! is counted once the entry reports its failure (a status code outside 2xx);
-//! until then it may still be in flight. A request is counted in
+//! is counted once the entry reports its failure (an HTTP status outside 2xx);
+//! until then it may still be in flight. `httpStatusCode: 1` is no such
+//! report: Bird's own sample pairs it with `succeeded`, so it is a placeholder
+//! (`status_code="none"`), and that attempt is counted only when the request
+//! is terminal or its `attemptCount` grows past it. A request is counted in
 //! `webhook_requests_total` and `webhook_request_attempts` once, when it is
 //! first seen terminal. Attempts the walk did not see one by one (more than
 //! one new attempt since the last read) get their own status codes and times
