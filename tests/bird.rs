@@ -927,3 +927,109 @@ async fn retries_that_show_code_1_while_in_flight_count_exactly() {
     );
     exp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn details_are_asked_with_request_id_alone_and_paged_by_their_token() {
+    // The route refuses any parameter its doc page does not name (400), and
+    // pages by 10 when sent no limit: requests of more than 10 attempts need
+    // its nextPageToken.
+    let sim = start_bird(BirdSimConfig {
+        failure_ratio: 0.9,
+        max_attempts: 14,
+        details_strict: true,
+        ..BirdSimConfig::default()
+    })
+    .await;
+    for i in 0..2 {
+        sim.generate_settled(i, 12);
+    }
+    let exp = start_exporter(&config_text(
+        FAST,
+        &[bird_source("b", &sim, "    page_size: 10\n")],
+    ))
+    .await;
+    let m = wait_for_truth(exp.addr, &sim, "b").await;
+    assert_eq!(
+        m.sum(
+            "webhook_delivery_responses_total",
+            &[("status_code", "unknown")]
+        ),
+        0.0
+    );
+    let requests = sim.requests();
+    let pages: usize = requests
+        .iter()
+        .filter(|r| r.attempts.len() > 1)
+        .map(|r| r.attempts.len().div_ceil(10))
+        .sum();
+    assert!(
+        requests.iter().any(|r| r.attempts.len() > 10),
+        "some request needs a second page of details"
+    );
+    assert_eq!(sim.request_count(endpoint::DETAILS), pages);
+    assert_eq!(
+        m.sum(
+            "webhook_exporter_api_requests_total",
+            &[("endpoint", endpoint::DETAILS), ("status_code", "200")]
+        ),
+        pages as f64
+    );
+    assert_eq!(
+        m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+        0.0
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_details_route_that_refuses_leaves_attempts_unknown_and_walks_going() {
+    for status in [404u16, 400, 422] {
+        let sim = start_bird(BirdSimConfig {
+            failure_ratio: 0.6,
+            max_attempts: 5,
+            details_status: Some(status),
+            ..BirdSimConfig::default()
+        })
+        .await;
+        for i in 0..2 {
+            sim.generate_settled(i, 15);
+        }
+        let exp = start_exporter(&config_text(
+            FAST,
+            &[bird_source("b", &sim, "    page_size: 10\n")],
+        ))
+        .await;
+        // Exactly what an exporter without details counts.
+        let want = || from_truth(sim.truth_without_details());
+        let m = wait_for_counts(exp.addr, "b", Duration::from_secs(15), want).await;
+        let multi = sim
+            .requests()
+            .iter()
+            .filter(|r| r.attempts.len() > 1)
+            .count();
+        let hidden: usize = sim.requests().iter().map(|r| r.attempts.len() - 1).sum();
+        assert!(multi > 5, "{multi} requests with retries");
+        assert_eq!(
+            m.sum(
+                "webhook_delivery_responses_total",
+                &[("status_code", "unknown")]
+            ),
+            hidden as f64,
+            "HTTP {status}"
+        );
+        assert_eq!(sim.request_count(endpoint::DETAILS), multi, "HTTP {status}");
+        assert_eq!(
+            m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+            0.0,
+            "HTTP {status}"
+        );
+        // Every subscription (three) stays up.
+        assert_eq!(m.sum("webhook_exporter_source_up", &[("source", "b")]), 3.0);
+        // More requests later are counted too: the walk never stalls.
+        for i in 0..2 {
+            sim.generate_settled(i, 5);
+        }
+        wait_for_counts(exp.addr, "b", Duration::from_secs(15), want).await;
+        exp.shutdown().await;
+    }
+}

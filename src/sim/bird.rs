@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -96,6 +96,11 @@ pub struct BirdSimConfig {
     /// with `httpStatusCode: 1` and the request `processing`, as Bird's own
     /// sample pairs code 1 with `succeeded`: a placeholder, not a failure.
     pub answer_delay: Duration,
+    /// The details route refuses query parameters other than `requestId` and
+    /// `pageToken` with a 400 (its doc page names no others).
+    pub details_strict: bool,
+    /// The details route answers every call with this status (e.g. 404, 422).
+    pub details_status: Option<u16>,
     /// Random seed.
     pub seed: u64,
 }
@@ -123,6 +128,8 @@ impl Default for BirdSimConfig {
             retry_delay: Duration::from_millis(200),
             odd_status_ratio: 0.2,
             answer_delay: Duration::ZERO,
+            details_strict: false,
+            details_status: None,
             seed: 1,
         }
     }
@@ -990,11 +997,34 @@ async fn log_details(
     Path((org, ws, sub)): Path<(String, String, String)>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
+    RawQuery(raw_query): RawQuery,
 ) -> Response {
     let (fault, limit) = match admit(&state, endpoint::DETAILS, &headers, &org, &ws, &q) {
         Ok(v) => v,
         Err(r) => return r.into_response(),
     };
+    let (strict, refuse) = {
+        let st = lock(&state);
+        (st.cfg.details_strict, st.cfg.details_status)
+    };
+    if let Some(code) = refuse {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND);
+        return error(status, "Refused", "simulated refusal of the details route");
+    }
+    if strict
+        && raw_query
+            .as_deref()
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .any(|kv| !matches!(kv.split('=').next(), Some("requestId" | "pageToken")))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameters",
+            "unknown query parameter",
+        );
+    }
     let Some(request_id) = q.request_id.clone() else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -241,18 +241,23 @@ impl Bird {
         .await
     }
 
-    /// Every attempt of one request, by attempt number. A request the details
-    /// route no longer knows (404) has no details: its attempts stay unknown.
+    /// Every attempt of one request, by attempt number, or `None` when the
+    /// route refuses the call (a 4xx other than 401/403 and throttling: e.g.
+    /// 404, the request no longer known, or 400/422, parameters refused): the
+    /// attempts then stay `unknown`, and the walk goes on.
+    ///
+    /// The route's doc page names `requestId` only, so that is all it is sent;
+    /// `pageToken` only to follow a `nextPageToken` it gave.
     async fn fetch_details(
         &self,
         sub: &str,
         request_id: &str,
-    ) -> Result<BTreeMap<u32, Detail>, ApiError> {
+    ) -> Result<Option<BTreeMap<u32, Detail>>, ApiError> {
         let mut rows: Vec<RawDetail> = Vec::new();
         let mut tokens = PageTokens::default();
         let mut token: Option<String> = None;
         for page in 1..=MAX_LIST_PAGES {
-            let mut query = vec![("requestId", request_id), ("limit", "100")];
+            let mut query = vec![("requestId", request_id)];
             if let Some(t) = &token {
                 query.push(("pageToken", t.as_str()));
             }
@@ -270,7 +275,7 @@ impl Bird {
                 .await;
             let (mut got, next) = match result {
                 Ok(v) => v,
-                Err(ApiError::NotFound) => break,
+                Err(e) if details_refused(&e) => return Ok(None),
                 Err(e) => return Err(e),
             };
             rows.append(&mut got);
@@ -281,7 +286,7 @@ impl Bird {
                 }
             }
         }
-        Ok(number_details(rows))
+        Ok(Some(number_details(rows)))
     }
 
     /// Logs an in-progress `executionStatus` the docs do not list, once per value.
@@ -297,6 +302,20 @@ impl Bird {
                 "undocumented executionStatus; requests with it are treated as still retrying"
             );
         }
+    }
+}
+
+/// Whether a details call's error means "no details" rather than a failed
+/// walk: a 4xx that is neither a refused key nor throttling.
+fn details_refused(e: &ApiError) -> bool {
+    match e {
+        ApiError::NotFound => true,
+        ApiError::Http {
+            status,
+            throttled: false,
+            ..
+        } => (400..500).contains(status) && !matches!(status, 401 | 403 | 429),
+        _ => false,
     }
 }
 
@@ -363,6 +382,7 @@ impl Provider for Arc<Bird> {
             provider: self.clone(),
             sub: webhook_id.to_string(),
             cursor,
+            details_refused: false,
         })
     }
 }

@@ -16,6 +16,8 @@ pub(super) struct BirdWalker {
     pub(super) provider: Arc<Bird>,
     pub(super) sub: String,
     pub(super) cursor: Cursor,
+    /// The details route refused a call for this subscription (logged once).
+    pub(super) details_refused: bool,
 }
 
 impl BirdWalker {
@@ -143,7 +145,19 @@ impl BirdWalker {
         // Attempts the entry does not show one by one: all but its newest.
         let hidden = s.first < s.last || (s.first == s.last && s.last != e.attempts);
         let details = if hidden && p.cfg.attempt_details {
-            p.fetch_details(&self.sub, &e.id).await?
+            match p.fetch_details(&self.sub, &e.id).await? {
+                Some(d) => d,
+                None => {
+                    if !std::mem::replace(&mut self.details_refused, true) {
+                        tracing::warn!(
+                            source = p.client.source(),
+                            webhook = %self.sub,
+                            "the details route refused a call (4xx); attempts not seen one by one are counted as status_code=\"unknown\" (logged once per subscription)"
+                        );
+                    }
+                    BTreeMap::new()
+                }
+            }
         } else {
             BTreeMap::new()
         };
