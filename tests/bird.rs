@@ -1033,3 +1033,79 @@ async fn a_details_route_that_refuses_leaves_attempts_unknown_and_walks_going() 
         exp.shutdown().await;
     }
 }
+
+/// Retried requests arriving while the exporter walks a list in `order`:
+/// counted exactly, from the first sight's floor, at a few pages a walk.
+async fn counts_exactly_whatever_the_list_order(oldest_first: bool) {
+    let sim = start_bird(BirdSimConfig {
+        oldest_first,
+        failure_ratio: 0.5,
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(150),
+        ..BirdSimConfig::default()
+    })
+    .await;
+    // Older than the lookback: never counted, and first in an oldest-first list.
+    sim.generate_aged(0, 12, Duration::from_secs(7200));
+    let floor = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    for i in 0..3 {
+        sim.generate(i, 20);
+    }
+    let extra = "    page_size: 7\n    rate_limit: {requests_per_second: 500, burst: 50}\n";
+    let exp = start_exporter(&config_text(FAST, &[bird_source("b", &sim, extra)])).await;
+    let m = wait_for_polls(exp.addr, "success", 3.0).await;
+    // New requests after the first walks are counted too.
+    sim.set_rate(4.0);
+    wait_for_polls(
+        exp.addr,
+        "success",
+        m.sum("webhook_exporter_polls_total", &[]) + 30.0,
+    )
+    .await;
+    sim.set_rate(0.0);
+    wait_for(Duration::from_secs(10), "retries to settle", || async {
+        (sim.in_progress() == 0).then_some(())
+    })
+    .await;
+    let m = wait_for_counts(exp.addr, "b", Duration::from_secs(20), || {
+        from_truth(sim.truth_since(floor))
+    })
+    .await;
+    let counted: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.created_ms >= floor)
+        .collect();
+    let attempts: usize = counted.iter().map(|r| r.attempts.len()).sum();
+    assert_eq!(
+        m.sum("webhook_deliveries_total", &[("source", "b")]),
+        attempts as f64,
+        "oldest_first: {oldest_first}"
+    );
+    assert!(counted.len() > 80, "{} requests", counted.len());
+    assert_eq!(
+        m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+        0.0
+    );
+    // Settled, a walk reads a few pages, not the history (of ~5 pages a
+    // subscription, plus the aged ones).
+    let polls = |m: &Metrics| m.sum("webhook_exporter_polls_total", &[]);
+    let (p0, l0) = (polls(&m), sim.request_count(endpoint::LOGS));
+    let m = wait_for_polls(exp.addr, "success", polls(&m) + 15.0).await;
+    let per_walk = (sim.request_count(endpoint::LOGS) - l0) as f64 / (polls(&m) - p0);
+    assert!(
+        per_walk <= 3.0,
+        "{per_walk:.1} pages per walk (oldest_first: {oldest_first})"
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newest_first_list_counts_exactly() {
+    counts_exactly_whatever_the_list_order(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oldest_first_list_is_detected_and_counts_exactly() {
+    counts_exactly_whatever_the_list_order(true).await;
+}

@@ -4,8 +4,9 @@
 //! one *request* that Bird retries in place, so its `attemptCount` grows and
 //! its `executionStatus` moves from an in-progress value (`pending`,
 //! `retrying`, or the undocumented `deferred`) to `succeeded` or `failed` as
-//! the scheduled attempts come due. Logs are listed newest first with opaque
-//! keyset `pageToken`s; the details route returns one row per attempt with
+//! the scheduled attempts come due. Logs are listed newest first (or, with
+//! [`BirdSimConfig::oldest_first`], oldest first) with opaque keyset
+//! `pageToken`s; the details route returns one row per attempt with
 //! its `httpStatusCode` (1 where no response was had, as Bird's samples show).
 //! Subscriptions carry a `signingKey` ([`SIGNING_KEY`]) so tests can check it
 //! never leaks.
@@ -101,6 +102,9 @@ pub struct BirdSimConfig {
     pub details_strict: bool,
     /// The details route answers every call with this status (e.g. 404, 422).
     pub details_status: Option<u16>,
+    /// List logs oldest first (the doc pages do not say which; the exporter
+    /// must detect it).
+    pub oldest_first: bool,
     /// Random seed.
     pub seed: u64,
 }
@@ -130,6 +134,7 @@ impl Default for BirdSimConfig {
             answer_delay: Duration::ZERO,
             details_strict: false,
             details_status: None,
+            oldest_first: false,
             seed: 1,
         }
     }
@@ -953,13 +958,24 @@ async fn list_logs(
         let now = now_ms();
         let empty = Vec::new();
         let list = st.logs.get(&sub).unwrap_or(&empty);
-        // Newest first: walk the (createdAt, seq)-sorted list backwards from
-        // just below the token's key; only requests already created show.
-        let end = match after {
-            Some(k) => list.partition_point(|r| (r.created_ms, r.seq) < k),
-            None => list.partition_point(|r| r.created_ms <= now),
+        // Only requests already created show.
+        let visible = list.partition_point(|r| r.created_ms <= now);
+        let page: Vec<&SimRequest> = if st.cfg.oldest_first {
+            // Forwards from just above the token's key.
+            let start = after.map_or(0, |k| list.partition_point(|r| (r.created_ms, r.seq) <= k));
+            list[start.min(visible)..visible]
+                .iter()
+                .take(limit)
+                .collect()
+        } else {
+            // Newest first: the (createdAt, seq)-sorted list backwards from
+            // just below the token's key.
+            let end = match after {
+                Some(k) => list.partition_point(|r| (r.created_ms, r.seq) < k),
+                None => visible,
+            };
+            list[..end].iter().rev().take(limit).collect()
         };
-        let page: Vec<&SimRequest> = list[..end].iter().rev().take(limit).collect();
         // The bytes of `{"nextPageToken"?, "results"}` as serde_json writes them.
         let mut body = Vec::with_capacity(64 + page.len() * 192);
         body.push(b'{');

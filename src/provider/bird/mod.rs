@@ -6,7 +6,9 @@
 //! * Discovery: `GET …/webhook-subscriptions`, followed page by page with
 //!   `nextPageToken`. A subscription's `event` is its `event` label. Only the
 //!   fields we need are decoded, so `signingKey` is never held in a value.
-//! * Logs: `GET …/webhook-subscriptions/{sub}/logs`, newest first. One entry is
+//! * Logs: `GET …/webhook-subscriptions/{sub}/logs`, in an order the doc pages
+//!   do not state: it is detected from `createdAt` (first and last of a page,
+//!   or the first page against a later one) and kept in the cursor. One entry is
 //!   one *request*, retried in place: its `attemptCount` grows and its
 //!   `executionStatus` moves from an in-progress value to `succeeded` or
 //!   `failed`. Requests are keyed by `requestId`, so a page that shifts or
@@ -14,7 +16,8 @@
 //!
 //! # The walk
 //!
-//! Each walk reads the list from the newest entry down to a bound, and stops
+//! Newest first, each walk reads the list from the newest entry down to a
+//! bound, and stops
 //! after the first page holding an entry below it (by last activity,
 //! `max(createdAt, updatedAt)`, which is right whether the list is ordered by
 //! creation or by activity). The bound is
@@ -28,6 +31,15 @@
 //!   read (at most every 5 minutes): young requests are re-read every poll,
 //!   old ones rarely, and one deep walk refreshes every retrying request it
 //!   passes. Requests older than `retry_horizon` are no longer re-checked.
+//!
+//! Oldest first, a walk cannot begin at the newest entry: it begins at a
+//! *bookmark* (a page token the cursor kept, with the oldest `createdAt` of
+//! its page), the newest one whose page holds an entry below the bound, and
+//! reads to the end of the list; at first sight, from the list's start. A walk
+//! stopped there by `max_pages_per_walk` keeps what it read, so the next one
+//! goes on from there. A bookmark the API refuses (400, 410, 422) sends the
+//! walk back to the list's start; requests are keyed by id, so nothing counts
+//! twice.
 //!
 //! Re-reading list pages is cheaper than asking the details route per
 //! retrying request (one page holds up to 100 requests), and only the list
