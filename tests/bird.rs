@@ -834,3 +834,278 @@ async fn a_restart_mid_retry_resumes_from_the_saved_cursor_without_double_counti
     );
     exp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_1_while_in_progress_is_no_failure_of_a_request_that_then_succeeds() {
+    // Every attempt waits 2.5 s for its answer, shown meanwhile as
+    // `httpStatusCode: 1` and `processing`; none fails.
+    let sim = start_bird(BirdSimConfig {
+        failure_ratio: 0.0,
+        answer_delay: Duration::from_millis(2500),
+        ..BirdSimConfig::default()
+    })
+    .await;
+    let sub = sub_id(&sim, 0);
+    let extra = format!("    subscriptions: [{sub}]\n");
+    let exp = start_exporter(&config_text(FAST, &[bird_source("b", &sim, &extra)])).await;
+    wait_for_polls(exp.addr, "success", 1.0).await;
+    sim.generate(0, 1);
+    // Two walks while it shows code 1: nothing is counted yet.
+    let m = scrape(exp.addr).await;
+    let polls = m.sum("webhook_exporter_polls_total", &[("result", "success")]);
+    let m = wait_for_polls(exp.addr, "success", polls + 2.0).await;
+    assert_eq!(sim.in_progress(), 1, "still waiting for its answer");
+    let labels = [("webhook", sub.as_str())];
+    assert_eq!(m.sum("webhook_delivery_failures_total", &labels), 0.0);
+    assert_eq!(m.sum("webhook_deliveries_total", &labels), 0.0);
+    // Answered with the same attemptCount: one delivery, no failure.
+    let m = wait_for_truth(exp.addr, &sim, "b").await;
+    assert_eq!(sim.requests()[0].attempts.len(), 1);
+    assert_eq!(m.sum("webhook_deliveries_total", &labels), 1.0);
+    assert_eq!(m.sum("webhook_delivery_failures_total", &labels), 0.0);
+    assert_eq!(
+        m.sum(
+            "webhook_delivery_responses_total",
+            &[("webhook", sub.as_str()), ("status_code", "none")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        m.sum(
+            "webhook_requests_total",
+            &[("webhook", sub.as_str()), ("execution_status", "succeeded")]
+        ),
+        1.0
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_that_show_code_1_while_in_flight_count_exactly() {
+    let sim = start_bird(BirdSimConfig {
+        failure_ratio: 0.5,
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(1200),
+        answer_delay: Duration::from_millis(400),
+        ..BirdSimConfig::default()
+    })
+    .await;
+    for i in 0..2 {
+        sim.generate(i, 15);
+    }
+    let exp = start_exporter(&config_text(
+        FAST,
+        &[bird_source("b", &sim, "    page_size: 10\n")],
+    ))
+    .await;
+    wait_for(Duration::from_secs(20), "retries to settle", || async {
+        (sim.in_progress() == 0).then_some(())
+    })
+    .await;
+    let m = wait_for_truth(exp.addr, &sim, "b").await;
+    let requests = sim.requests();
+    let attempts: usize = requests.iter().map(|r| r.attempts.len()).sum();
+    let failed: usize = requests
+        .iter()
+        .map(|r| r.attempts.len() - usize::from(r.succeeds))
+        .sum();
+    assert_eq!(
+        m.sum("webhook_deliveries_total", &[("source", "b")]),
+        attempts as f64
+    );
+    assert_eq!(
+        m.sum("webhook_delivery_failures_total", &[("source", "b")]),
+        failed as f64
+    );
+    assert!(
+        failed > 0 && attempts > 30,
+        "{attempts} attempts, {failed} failed"
+    );
+    assert_eq!(
+        m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+        0.0
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn details_are_asked_with_request_id_alone_and_paged_by_their_token() {
+    // The route refuses any parameter its doc page does not name (400), and
+    // pages by 10 when sent no limit: requests of more than 10 attempts need
+    // its nextPageToken.
+    let sim = start_bird(BirdSimConfig {
+        failure_ratio: 0.9,
+        max_attempts: 14,
+        details_strict: true,
+        ..BirdSimConfig::default()
+    })
+    .await;
+    for i in 0..2 {
+        sim.generate_settled(i, 12);
+    }
+    let exp = start_exporter(&config_text(
+        FAST,
+        &[bird_source("b", &sim, "    page_size: 10\n")],
+    ))
+    .await;
+    let m = wait_for_truth(exp.addr, &sim, "b").await;
+    assert_eq!(
+        m.sum(
+            "webhook_delivery_responses_total",
+            &[("status_code", "unknown")]
+        ),
+        0.0
+    );
+    let requests = sim.requests();
+    let pages: usize = requests
+        .iter()
+        .filter(|r| r.attempts.len() > 1)
+        .map(|r| r.attempts.len().div_ceil(10))
+        .sum();
+    assert!(
+        requests.iter().any(|r| r.attempts.len() > 10),
+        "some request needs a second page of details"
+    );
+    assert_eq!(sim.request_count(endpoint::DETAILS), pages);
+    assert_eq!(
+        m.sum(
+            "webhook_exporter_api_requests_total",
+            &[("endpoint", endpoint::DETAILS), ("status_code", "200")]
+        ),
+        pages as f64
+    );
+    assert_eq!(
+        m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+        0.0
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_details_route_that_refuses_leaves_attempts_unknown_and_walks_going() {
+    for status in [404u16, 400, 422] {
+        let sim = start_bird(BirdSimConfig {
+            failure_ratio: 0.6,
+            max_attempts: 5,
+            details_status: Some(status),
+            ..BirdSimConfig::default()
+        })
+        .await;
+        for i in 0..2 {
+            sim.generate_settled(i, 15);
+        }
+        let exp = start_exporter(&config_text(
+            FAST,
+            &[bird_source("b", &sim, "    page_size: 10\n")],
+        ))
+        .await;
+        // Exactly what an exporter without details counts.
+        let want = || from_truth(sim.truth_without_details());
+        let m = wait_for_counts(exp.addr, "b", Duration::from_secs(15), want).await;
+        let multi = sim
+            .requests()
+            .iter()
+            .filter(|r| r.attempts.len() > 1)
+            .count();
+        let hidden: usize = sim.requests().iter().map(|r| r.attempts.len() - 1).sum();
+        assert!(multi > 5, "{multi} requests with retries");
+        assert_eq!(
+            m.sum(
+                "webhook_delivery_responses_total",
+                &[("status_code", "unknown")]
+            ),
+            hidden as f64,
+            "HTTP {status}"
+        );
+        assert_eq!(sim.request_count(endpoint::DETAILS), multi, "HTTP {status}");
+        assert_eq!(
+            m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+            0.0,
+            "HTTP {status}"
+        );
+        // Every subscription (three) stays up.
+        assert_eq!(m.sum("webhook_exporter_source_up", &[("source", "b")]), 3.0);
+        // More requests later are counted too: the walk never stalls.
+        for i in 0..2 {
+            sim.generate_settled(i, 5);
+        }
+        wait_for_counts(exp.addr, "b", Duration::from_secs(15), want).await;
+        exp.shutdown().await;
+    }
+}
+
+/// Retried requests arriving while the exporter walks a list in `order`:
+/// counted exactly, from the first sight's floor, at a few pages a walk.
+async fn counts_exactly_whatever_the_list_order(oldest_first: bool) {
+    let sim = start_bird(BirdSimConfig {
+        oldest_first,
+        failure_ratio: 0.5,
+        max_attempts: 3,
+        retry_delay: Duration::from_millis(150),
+        ..BirdSimConfig::default()
+    })
+    .await;
+    // Older than the lookback: never counted, and first in an oldest-first list.
+    sim.generate_aged(0, 12, Duration::from_secs(7200));
+    let floor = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    for i in 0..3 {
+        sim.generate(i, 20);
+    }
+    let extra = "    page_size: 7\n    rate_limit: {requests_per_second: 500, burst: 50}\n";
+    let exp = start_exporter(&config_text(FAST, &[bird_source("b", &sim, extra)])).await;
+    let m = wait_for_polls(exp.addr, "success", 3.0).await;
+    // New requests after the first walks are counted too.
+    sim.set_rate(4.0);
+    wait_for_polls(
+        exp.addr,
+        "success",
+        m.sum("webhook_exporter_polls_total", &[]) + 30.0,
+    )
+    .await;
+    sim.set_rate(0.0);
+    wait_for(Duration::from_secs(10), "retries to settle", || async {
+        (sim.in_progress() == 0).then_some(())
+    })
+    .await;
+    let m = wait_for_counts(exp.addr, "b", Duration::from_secs(20), || {
+        from_truth(sim.truth_since(floor))
+    })
+    .await;
+    let counted: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.created_ms >= floor)
+        .collect();
+    let attempts: usize = counted.iter().map(|r| r.attempts.len()).sum();
+    assert_eq!(
+        m.sum("webhook_deliveries_total", &[("source", "b")]),
+        attempts as f64,
+        "oldest_first: {oldest_first}"
+    );
+    assert!(counted.len() > 80, "{} requests", counted.len());
+    assert_eq!(
+        m.sum("webhook_exporter_polls_total", &[("result", "error")]),
+        0.0
+    );
+    // Settled, a walk reads a few pages, not the history (of ~5 pages a
+    // subscription, plus the aged ones).
+    let polls = |m: &Metrics| m.sum("webhook_exporter_polls_total", &[]);
+    let (p0, l0) = (polls(&m), sim.request_count(endpoint::LOGS));
+    let m = wait_for_polls(exp.addr, "success", polls(&m) + 15.0).await;
+    let per_walk = (sim.request_count(endpoint::LOGS) - l0) as f64 / (polls(&m) - p0);
+    assert!(
+        per_walk <= 3.0,
+        "{per_walk:.1} pages per walk (oldest_first: {oldest_first})"
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newest_first_list_counts_exactly() {
+    counts_exactly_whatever_the_list_order(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oldest_first_list_is_detected_and_counts_exactly() {
+    counts_exactly_whatever_the_list_order(true).await;
+}

@@ -4,8 +4,9 @@
 //! one *request* that Bird retries in place, so its `attemptCount` grows and
 //! its `executionStatus` moves from an in-progress value (`pending`,
 //! `retrying`, or the undocumented `deferred`) to `succeeded` or `failed` as
-//! the scheduled attempts come due. Logs are listed newest first with opaque
-//! keyset `pageToken`s; the details route returns one row per attempt with
+//! the scheduled attempts come due. Logs are listed newest first (or, with
+//! [`BirdSimConfig::oldest_first`], oldest first) with opaque keyset
+//! `pageToken`s; the details route returns one row per attempt with
 //! its `httpStatusCode` (1 where no response was had, as Bird's samples show).
 //! Subscriptions carry a `signingKey` ([`SIGNING_KEY`]) so tests can check it
 //! never leaks.
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -92,6 +93,18 @@ pub struct BirdSimConfig {
     pub retry_delay: Duration,
     /// Share of requests shown, while retrying, with the undocumented status `deferred`.
     pub odd_status_ratio: f64,
+    /// How long an attempt waits for its answer. Until then the list shows it
+    /// with `httpStatusCode: 1` and the request `processing`, as Bird's own
+    /// sample pairs code 1 with `succeeded`: a placeholder, not a failure.
+    pub answer_delay: Duration,
+    /// The details route refuses query parameters other than `requestId` and
+    /// `pageToken` with a 400 (its doc page names no others).
+    pub details_strict: bool,
+    /// The details route answers every call with this status (e.g. 404, 422).
+    pub details_status: Option<u16>,
+    /// List logs oldest first (the doc pages do not say which; the exporter
+    /// must detect it).
+    pub oldest_first: bool,
     /// Random seed.
     pub seed: u64,
 }
@@ -118,6 +131,10 @@ impl Default for BirdSimConfig {
             max_attempts: 4,
             retry_delay: Duration::from_millis(200),
             odd_status_ratio: 0.2,
+            answer_delay: Duration::ZERO,
+            details_strict: false,
+            details_status: None,
+            oldest_first: false,
             seed: 1,
         }
     }
@@ -165,6 +182,9 @@ pub struct SimRequest {
     pub succeeds: bool,
     /// Shown as `deferred` while retrying.
     pub odd: bool,
+    /// How long each attempt waits for its answer (ms; see
+    /// [`BirdSimConfig::answer_delay`]).
+    pub answer_delay_ms: i64,
 }
 
 impl SimRequest {
@@ -177,25 +197,37 @@ impl SimRequest {
             .max(1)
     }
 
-    /// Whether it is over by `now_ms`.
+    /// Whether it is over by `now_ms` (its last attempt made and answered).
     pub fn terminal(&self, now_ms: i64) -> bool {
-        self.happened(now_ms) == self.attempts.len()
+        self.happened(now_ms) == self.attempts.len() && self.answered(now_ms)
+    }
+
+    /// Whether its newest attempt has its answer by `now_ms`.
+    fn answered(&self, now_ms: i64) -> bool {
+        self.attempts[self.happened(now_ms) - 1].at_ms + self.answer_delay_ms <= now_ms
     }
 
     /// `executionStatus` at `now_ms`.
     pub fn status(&self, now_ms: i64) -> &'static str {
         let n = self.happened(now_ms);
-        match (n == self.attempts.len(), self.succeeds) {
+        match (self.terminal(now_ms), self.succeeds) {
             (true, true) => "succeeded",
             (true, false) => "failed",
+            _ if !self.answered(now_ms) => "processing",
             _ if self.odd => "deferred",
             _ if n == 1 => "pending",
             _ => "retrying",
         }
     }
 
+    /// The newest attempt as the list shows it: code 1 until it is answered.
     fn newest(&self, now_ms: i64) -> SimAttempt {
-        self.attempts[self.happened(now_ms) - 1]
+        let a = self.attempts[self.happened(now_ms) - 1];
+        if self.answered(now_ms) {
+            a
+        } else {
+            SimAttempt { code: 1, ..a }
+        }
     }
 
     #[cfg(test)]
@@ -384,6 +416,7 @@ impl SimState {
             attempts,
             succeeds,
             odd,
+            answer_delay_ms: self.cfg.answer_delay.as_millis() as i64,
         };
         let list = self.logs.entry(sub.id).or_default();
         let at = list.partition_point(|x| (x.created_ms, x.seq) <= (r.created_ms, r.seq));
@@ -925,13 +958,24 @@ async fn list_logs(
         let now = now_ms();
         let empty = Vec::new();
         let list = st.logs.get(&sub).unwrap_or(&empty);
-        // Newest first: walk the (createdAt, seq)-sorted list backwards from
-        // just below the token's key; only requests already created show.
-        let end = match after {
-            Some(k) => list.partition_point(|r| (r.created_ms, r.seq) < k),
-            None => list.partition_point(|r| r.created_ms <= now),
+        // Only requests already created show.
+        let visible = list.partition_point(|r| r.created_ms <= now);
+        let page: Vec<&SimRequest> = if st.cfg.oldest_first {
+            // Forwards from just above the token's key.
+            let start = after.map_or(0, |k| list.partition_point(|r| (r.created_ms, r.seq) <= k));
+            list[start.min(visible)..visible]
+                .iter()
+                .take(limit)
+                .collect()
+        } else {
+            // Newest first: the (createdAt, seq)-sorted list backwards from
+            // just below the token's key.
+            let end = match after {
+                Some(k) => list.partition_point(|r| (r.created_ms, r.seq) < k),
+                None => visible,
+            };
+            list[..end].iter().rev().take(limit).collect()
         };
-        let page: Vec<&SimRequest> = list[..end].iter().rev().take(limit).collect();
         // The bytes of `{"nextPageToken"?, "results"}` as serde_json writes them.
         let mut body = Vec::with_capacity(64 + page.len() * 192);
         body.push(b'{');
@@ -969,11 +1013,34 @@ async fn log_details(
     Path((org, ws, sub)): Path<(String, String, String)>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
+    RawQuery(raw_query): RawQuery,
 ) -> Response {
     let (fault, limit) = match admit(&state, endpoint::DETAILS, &headers, &org, &ws, &q) {
         Ok(v) => v,
         Err(r) => return r.into_response(),
     };
+    let (strict, refuse) = {
+        let st = lock(&state);
+        (st.cfg.details_strict, st.cfg.details_status)
+    };
+    if let Some(code) = refuse {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND);
+        return error(status, "Refused", "simulated refusal of the details route");
+    }
+    if strict
+        && raw_query
+            .as_deref()
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .any(|kv| !matches!(kv.split('=').next(), Some("requestId" | "pageToken")))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameters",
+            "unknown query parameter",
+        );
+    }
     let Some(request_id) = q.request_id.clone() else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1007,17 +1074,19 @@ async fn log_details(
             .skip(offset)
             .take(limit)
             .map(|(i, a)| {
+                // An attempt still waiting for its answer shows code 1.
+                let code = if a.at_ms + r.answer_delay_ms > now { 1 } else { a.code };
                 json!({
                     "organizationId": st.cfg.organization_id,
                     "workspaceId": st.cfg.workspace_id,
                     "subscriptionId": sub,
                     "requestId": r.id,
                     "attemptCount": i + 1,
-                    "httpStatusCode": a.code,
+                    "httpStatusCode": code,
                     "executionStatus": if r.is_success(i) { "succeeded" } else { "failed" },
                     "createdAt": rfc3339(a.at_ms),
                     "updatedAt": rfc3339(a.at_ms),
-                    "payloadDetails": {"response": if a.code == 1 { "" } else { "<!DOCTYPE html><html>simulated</html>" }},
+                    "payloadDetails": {"response": if code == 1 { "" } else { "<!DOCTYPE html><html>simulated</html>" }},
                 })
             })
             .collect();
@@ -1050,6 +1119,7 @@ mod tests {
             ],
             succeeds: true,
             odd: false,
+            answer_delay_ms: 0,
         };
         for odd in [false, true] {
             r.odd = odd;

@@ -5,8 +5,10 @@
 //! An entry has no id: its content key is the XXH3-128 of its identifying
 //! fields' raw JSON text (so a restart recognises it, whatever the field
 //! order or spacing of the answer: state files keep these keys, so the key
-//! must never change). An entry that is not understood (no timestamp, wrong
-//! types) is still keyed, so it is counted as invalid once.
+//! must never change). An entry with an empty or missing `eventName` is still
+//! an attempt, counted as `event="unknown"`; one that cannot be an attempt (no
+//! readable timestamp, no boolean success flag) is still keyed, so it is
+//! counted as invalid once.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -17,6 +19,9 @@ use std::fmt;
 use super::dedupe::Key;
 use crate::client::{ApiError, Policy, short};
 use crate::ledger::{Attempt, StatusLabel};
+
+/// The `event` label of an entry whose `eventName` is empty or missing.
+pub(super) const UNKNOWN_EVENT: &str = "unknown";
 
 /// Endpoint labels.
 pub(super) const EP_TOKEN: &str = "get-management-token";
@@ -345,38 +350,40 @@ impl<'a> RawEntry<'a> {
     fn understand(self, scratch: &mut Vec<u8>) -> Parsed {
         let key = self.key(scratch);
         let ts_ms = self.timestamp.and_then(parse_timestamp);
-        let event = self.event.and_then(json_str).filter(|e| !e.is_empty());
+        // An entry without its event name is still an attempt: counted as
+        // `unknown`, not skipped (the counts would fall short).
+        let event = self
+            .event
+            .and_then(json_str)
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or(Cow::Borrowed(UNKNOWN_EVENT));
         let success = self.success.and_then(|v| match v {
             "true" => Some(true),
             "false" => Some(false),
             _ => None,
         });
+        // A status or message of an unexpected shape says nothing about the
+        // attempt: no status (`none`), no message.
         let status = match self.status {
-            None | Some("null") => Some(StatusLabel::None),
+            None | Some("null") => StatusLabel::None,
             Some(s) => match s.parse::<i64>() {
-                Ok(n) => Some(StatusLabel::from_code(Some(n))),
-                Err(_) => self
-                    .status
-                    .and_then(json_str)
-                    .map(|s| StatusLabel::from_code(s.trim().parse().ok())),
+                Ok(n) => StatusLabel::from_code(Some(n)),
+                Err(_) => StatusLabel::from_code(json_str(s).and_then(|s| s.trim().parse().ok())),
             },
         };
         let error = match self.error {
-            None => Some(None),
-            Some("null") => Some(None),
-            Some(v) => json_str(v).map(Some),
+            None | Some("null") => None,
+            Some(v) => json_str(v),
         };
-        match (event, status, success, error, ts_ms) {
-            (Some(event), Some(status), Some(success), Some(error), Some(ts_ms)) => {
-                Parsed::Ok(Entry {
-                    key,
-                    ts_ms,
-                    event: event.into(),
-                    status,
-                    success,
-                    error: error.map(Into::into),
-                })
-            }
+        match (success, ts_ms) {
+            (Some(success), Some(ts_ms)) => Parsed::Ok(Entry {
+                key,
+                ts_ms,
+                event: event.into(),
+                status,
+                success,
+                error: error.map(Into::into),
+            }),
             _ => Parsed::Invalid(key),
         }
     }
@@ -453,6 +460,72 @@ mod tests {
             .filter(|p| matches!(p, Parsed::Invalid(_)))
             .count();
         assert_eq!(invalid, 2);
+    }
+
+    #[test]
+    fn entries_without_an_event_name_are_attempts_of_event_unknown() {
+        let body = br#"{"statusCode":200,"data":{"totalCount":6,"list":[
+          {"eventName":"","timestamp":"2022-09-20T08:55:00.188+0800","success":false,
+           "responseStatusCode":503,"errorMessage":"Service Unavailable"},
+          {"timestamp":"2022-09-20T08:55:01.188+0800","success":true,"responseStatusCode":200},
+          {"eventName":null,"timestamp":"2022-09-20T08:55:02.188+0800","success":true},
+          {"eventName":"  ","timestamp":"2022-09-20T08:55:03.188+0800","success":true},
+          {"eventName":"","success":true},
+          {"eventName":"","timestamp":"2022-09-20T08:55:04.188+0800"},
+          {"timestamp":"2022-09-20T08:55:05.188+0800","success":false,
+           "responseStatusCode":{"code":502},"errorMessage":{"text":"bad"}}
+        ]}}"#;
+        let page = LogsPage::decode(body).map_err(|e| e.to_string());
+        let Ok(page) = page else {
+            panic!("decodes: {page:?}", page = page.err());
+        };
+        let ok: Vec<Attempt<'_>> = page
+            .entries
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Ok(e) => Some(e.attempt()),
+                Parsed::Invalid(_) => None,
+            })
+            .collect();
+        // Five attempts; only the entries with no timestamp or no success
+        // flag cannot be one.
+        assert_eq!(ok.len(), 5);
+        assert_eq!(page.entries.len() - ok.len(), 2);
+        assert!(ok.iter().all(|a| a.event == UNKNOWN_EVENT));
+        assert_eq!(
+            (ok[0].status, ok[0].success, ok[0].error),
+            (StatusLabel::Code(503), false, Some("Service Unavailable"))
+        );
+        assert_eq!(
+            ok.iter().map(|a| a.ts).collect::<Vec<_>>(),
+            vec![
+                1_663_635_300.188,
+                1_663_635_301.188,
+                1_663_635_302.188,
+                1_663_635_303.188,
+                1_663_635_305.188
+            ]
+        );
+        // A status or message of an unexpected shape: no status, no message.
+        assert_eq!(
+            (ok[4].status, ok[4].success, ok[4].error),
+            (StatusLabel::None, false, None)
+        );
+        // The content key still hashes the raw field: an absent name and an
+        // empty one are different entries.
+        let key = |e: RawEntry<'_>| e.key(&mut Vec::new());
+        let base = RawEntry {
+            timestamp: Some("1"),
+            success: Some("true"),
+            ..RawEntry::default()
+        };
+        let empty = RawEntry {
+            event: Some(r#""""#),
+            timestamp: Some("1"),
+            success: Some("true"),
+            ..RawEntry::default()
+        };
+        assert_ne!(key(base), key(empty));
     }
 
     #[test]

@@ -263,11 +263,15 @@ impl Entry {
         })
     }
 
-    /// Whether the entry reports its newest attempt as failed: a status code
-    /// other than 2xx (1 is Bird's "no response"; 0 or none says nothing yet).
+    /// Whether the entry reports its newest attempt as failed: an HTTP status
+    /// (100..=599) other than 2xx. Anything else says nothing yet: 0 or none,
+    /// and 1, which Bird's own sample pairs with `executionStatus:
+    /// "succeeded"` — a placeholder for "no response (yet)", not proof of a
+    /// failure. Such an attempt is counted when the request is terminal or
+    /// its `attemptCount` grows past it.
     pub(super) fn newest_attempt_failed(&self) -> bool {
         self.code
-            .is_some_and(|c| c != 0 && !(200..300).contains(&c))
+            .is_some_and(|c| (100..=599).contains(&c) && !(200..300).contains(&c))
     }
 }
 

@@ -19,6 +19,30 @@ const MAX_RECHECK_MS: i64 = 5 * 60 * 1000;
 /// oldest are given up (a bound on the cursor whatever the traffic).
 const MAX_RETRYING: usize = 100_000;
 
+/// Bookmarks of an oldest-first list kept at most (the oldest go first).
+const MAX_BOOKMARKS: usize = 1024;
+
+/// The order of a subscription's log list. The doc pages do not state it, so
+/// it is detected from `createdAt` and remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// A page of an oldest-first list: the token that reads it (`None`: the
+/// list's first page) and the oldest `createdAt` on it. A walk that must read
+/// everything created at or after `b` starts at the newest bookmark whose
+/// page holds something older than `b`, and reads to the end of the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Bookmark {
+    #[serde(rename = "t")]
+    pub(super) token: Option<String>,
+    #[serde(rename = "c")]
+    pub(super) first_ms: i64,
+}
+
 /// One request inside the window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(super) struct Tracked {
@@ -51,6 +75,12 @@ pub(super) struct Cursor {
     /// with the cursor so a restart does not count them again.
     #[serde(default)]
     pub(super) invalid_seen: InvalidSeen,
+    /// The list's order, once detected (cursors of older releases have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) order: Option<Order>,
+    /// Where walks of an oldest-first list start, sorted by `first_ms`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) bookmarks: Vec<Bookmark>,
 }
 
 /// The requests of a cursor: a JSON object of request id → record (the
@@ -203,6 +233,39 @@ pub(super) fn recheck_interval(age_ms: i64) -> i64 {
 }
 
 impl Cursor {
+    /// Where an oldest-first walk down to `walk_ms` starts: a page token and
+    /// the bound it reads down to (`i64::MIN` from the list's start).
+    pub(super) fn start(&self, walk_ms: i64) -> (Option<String>, i64) {
+        self.bookmarks
+            .iter()
+            .rev()
+            .find(|b| b.first_ms < walk_ms)
+            .map_or((None, i64::MIN), |b| (b.token.clone(), b.first_ms))
+    }
+
+    /// Notes that `token` reads a page whose oldest entry was created at
+    /// `first_ms`.
+    pub(super) fn bookmark(&mut self, token: Option<String>, first_ms: i64) {
+        self.bookmarks.retain(|b| b.token != token);
+        let at = self.bookmarks.partition_point(|b| b.first_ms <= first_ms);
+        self.bookmarks.insert(at, Bookmark { token, first_ms });
+    }
+
+    /// Keeps the bookmarks a later walk can start from: those at or above
+    /// the lowest bound it can have, and the newest one below it.
+    fn prune_bookmarks(&mut self, head_ms: i64) {
+        let lowest = self
+            .requests
+            .values()
+            .filter(|t| !t.terminal)
+            .map(|t| t.created_ms)
+            .fold(head_ms, i64::min);
+        let below = self.bookmarks.partition_point(|b| b.first_ms < lowest);
+        self.bookmarks.drain(..below.saturating_sub(1));
+        let excess = self.bookmarks.len().saturating_sub(MAX_BOOKMARKS);
+        self.bookmarks.drain(..excess);
+    }
+
     pub(super) fn head_ms(&self, floor_ms: i64, overlap_ms: i64) -> i64 {
         self.newest_ms
             .map_or(floor_ms, |n| (n - overlap_ms).max(floor_ms))
@@ -287,14 +350,17 @@ impl Cursor {
         }
     }
 
-    /// Ends a complete walk that read everything created at or after
-    /// `reached_ms`: moves the head, marks the retrying requests it passed as
-    /// read (seen or not), and forgets what the next walk no longer needs.
-    /// Returns how many retrying requests were dropped by the size cap.
+    /// Ends a walk that read everything created from `reached_ms` up to
+    /// `read_upto` (`i64::MAX` for a complete walk; less for an oldest-first
+    /// walk stopped by its page budget, which read the old end of the list):
+    /// moves the head, marks the retrying requests it passed as read (seen or
+    /// not), and forgets what the next walk no longer needs. Returns how many
+    /// retrying requests were dropped by the size cap.
     pub(super) fn finish(
         &mut self,
         newest_read: Option<i64>,
         reached_ms: i64,
+        read_upto: i64,
         now_ms: i64,
         overlap_ms: i64,
     ) -> usize {
@@ -305,10 +371,11 @@ impl Cursor {
         self.requests
             .retain(|_, t| !t.terminal || t.created_ms >= head);
         for t in self.requests.values_mut() {
-            if !t.terminal && t.created_ms >= reached_ms {
+            if !t.terminal && (reached_ms..=read_upto).contains(&t.created_ms) {
                 t.read_ms = now_ms;
             }
         }
+        self.prune_bookmarks(head);
         let retrying: Vec<(i64, String)> = self
             .requests
             .iter()
@@ -368,6 +435,31 @@ mod tests {
         );
         c.settle(&e, Some(s), now);
         assert_eq!(c.step(&e, b), None);
+        // `httpStatusCode: 1` while in progress is no failure report: the
+        // attempt waits, and counts once when it turns out a success.
+        let e = entry("one", 1, 1, "processing", now - 8);
+        assert_eq!(c.step(&e, b), None);
+        c.settle(&e, None, now);
+        let e = entry("one", 1, 200, "succeeded", now - 8);
+        let s = c.step(&e, b).expect("terminal");
+        assert_eq!(
+            (s.first, s.last, s.terminal),
+            (1, 1, Some(Terminal::Succeeded))
+        );
+        c.settle(&e, Some(s), now);
+        // Code 1 with a grown attemptCount: the earlier attempt counts, the
+        // newest still waits; terminal with code 1, it counts too.
+        let e = entry("two", 2, 1, "retrying", now - 7);
+        let s = c.step(&e, b).expect("first attempt");
+        assert_eq!((s.first, s.last, s.terminal), (1, 1, None));
+        c.settle(&e, Some(s), now);
+        let e = entry("two", 2, 1, "failed", now - 7);
+        let s = c.step(&e, b).expect("terminal");
+        assert_eq!(
+            (s.first, s.last, s.terminal),
+            (2, 2, Some(Terminal::Failed))
+        );
+        c.settle(&e, Some(s), now);
         // A request that turns terminal with no new attempt is still counted once.
         let e = entry("q", 2, 500, "retrying", now - 5);
         let s = c.step(&e, b).expect("new");
@@ -393,7 +485,7 @@ mod tests {
             let s = c.step(e, b);
             c.settle(e, s, t0);
         }
-        c.finish(Some(t0 - 1000), b.walk_ms, t0, overlap);
+        c.finish(Some(t0 - 1000), b.walk_ms, i64::MAX, t0, overlap);
         // The terminal request below the new head is forgotten; the one above
         // it and the retrying one are kept.
         let mut kept: Vec<&str> = c.requests.keys().map(String::as_str).collect();
@@ -413,7 +505,7 @@ mod tests {
         let (b, _) = c.begin(now, HOUR, overlap, 24 * HOUR);
         assert_eq!(b.walk_ms, retrying.created_ms);
         // A walk that passed below it without seeing it marks it read.
-        c.finish(None, b.walk_ms, now, overlap);
+        c.finish(None, b.walk_ms, i64::MAX, now, overlap);
         let (b, _) = c.begin(now, HOUR, overlap, 24 * HOUR);
         assert_eq!(b.walk_ms, b.head_ms);
         // Past the horizon it is given up.
@@ -427,6 +519,35 @@ mod tests {
     }
 
     #[test]
+    fn oldest_first_walks_start_at_the_newest_page_below_their_bound() {
+        let mut c = Cursor::default();
+        assert_eq!(c.start(500), (None, i64::MIN));
+        c.bookmark(None, 100);
+        c.bookmark(Some("b".into()), 300);
+        c.bookmark(Some("a".into()), 200);
+        assert_eq!(c.start(300), (Some("a".into()), 200));
+        assert_eq!(c.start(301), (Some("b".into()), 300));
+        assert_eq!(c.start(100), (None, i64::MIN));
+        // The same token read again moves its bookmark.
+        c.bookmark(Some("a".into()), 250);
+        assert_eq!(c.bookmarks.len(), 3);
+        assert_eq!(c.start(300), (Some("a".into()), 250));
+        // Pruned to what a later walk can need: the newest one below.
+        c.prune_bookmarks(400);
+        assert_eq!(
+            c.bookmarks,
+            vec![Bookmark {
+                token: Some("b".into()),
+                first_ms: 300
+            }]
+        );
+        // Old cursors, without order or bookmarks, still load.
+        let old: Cursor = serde_json::from_str(r#"{"floor_ms":1,"newest_ms":null,"requests":{}}"#)
+            .expect("an old cursor loads");
+        assert_eq!((old.order, old.bookmarks.len()), (None, 0));
+    }
+
+    #[test]
     fn cursor_round_trips_through_json() {
         let mut c = Cursor::default();
         let (b, _) = c.begin(10 * HOUR, HOUR, 1000, 24 * HOUR);
@@ -434,6 +555,8 @@ mod tests {
         let s = c.step(&e, b);
         c.settle(&e, s, 10 * HOUR);
         c.invalid_seen.first_time(u128::MAX - 7);
+        c.order = Some(Order::OldestFirst);
+        c.bookmark(Some("tok".into()), 10 * HOUR - 9);
         let v = serde_json::to_value(&c).expect("serializes");
         let back: Cursor = serde_json::from_value(v).expect("deserializes");
         assert_eq!(back, c);

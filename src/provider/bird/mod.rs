@@ -6,7 +6,9 @@
 //! * Discovery: `GET …/webhook-subscriptions`, followed page by page with
 //!   `nextPageToken`. A subscription's `event` is its `event` label. Only the
 //!   fields we need are decoded, so `signingKey` is never held in a value.
-//! * Logs: `GET …/webhook-subscriptions/{sub}/logs`, newest first. One entry is
+//! * Logs: `GET …/webhook-subscriptions/{sub}/logs`, in an order the doc pages
+//!   do not state: it is detected from `createdAt` (first and last of a page,
+//!   or the first page against a later one) and kept in the cursor. One entry is
 //!   one *request*, retried in place: its `attemptCount` grows and its
 //!   `executionStatus` moves from an in-progress value to `succeeded` or
 //!   `failed`. Requests are keyed by `requestId`, so a page that shifts or
@@ -14,7 +16,8 @@
 //!
 //! # The walk
 //!
-//! Each walk reads the list from the newest entry down to a bound, and stops
+//! Newest first, each walk reads the list from the newest entry down to a
+//! bound, and stops
 //! after the first page holding an entry below it (by last activity,
 //! `max(createdAt, updatedAt)`, which is right whether the list is ordered by
 //! creation or by activity). The bound is
@@ -28,6 +31,15 @@
 //!   read (at most every 5 minutes): young requests are re-read every poll,
 //!   old ones rarely, and one deep walk refreshes every retrying request it
 //!   passes. Requests older than `retry_horizon` are no longer re-checked.
+//!
+//! Oldest first, a walk cannot begin at the newest entry: it begins at a
+//! *bookmark* (a page token the cursor kept, with the oldest `createdAt` of
+//! its page), the newest one whose page holds an entry below the bound, and
+//! reads to the end of the list; at first sight, from the list's start. A walk
+//! stopped there by `max_pages_per_walk` keeps what it read, so the next one
+//! goes on from there. A bookmark the API refuses (400, 410, 422) sends the
+//! walk back to the list's start; requests are keyed by id, so nothing counts
+//! twice.
 //!
 //! Re-reading list pages is cheaper than asking the details route per
 //! retrying request (one page holds up to 100 requests), and only the list
@@ -44,8 +56,11 @@
 //!
 //! Deliveries grow by the increase of `attemptCount`. Every attempt but a final
 //! successful one is a failure. The newest attempt of a request still retrying
-//! is counted once the entry reports its failure (a status code outside 2xx);
-//! until then it may still be in flight. A request is counted in
+//! is counted once the entry reports its failure (an HTTP status outside 2xx);
+//! until then it may still be in flight. `httpStatusCode: 1` is no such
+//! report: Bird's own sample pairs it with `succeeded`, so it is a placeholder
+//! (`status_code="none"`), and that attempt is counted only when the request
+//! is terminal or its `attemptCount` grows past it. A request is counted in
 //! `webhook_requests_total` and `webhook_request_attempts` once, when it is
 //! first seen terminal. Attempts the walk did not see one by one (more than
 //! one new attempt since the last read) get their own status codes and times
@@ -238,18 +253,23 @@ impl Bird {
         .await
     }
 
-    /// Every attempt of one request, by attempt number. A request the details
-    /// route no longer knows (404) has no details: its attempts stay unknown.
+    /// Every attempt of one request, by attempt number, or `None` when the
+    /// route refuses the call (a 4xx other than 401/403 and throttling: e.g.
+    /// 404, the request no longer known, or 400/422, parameters refused): the
+    /// attempts then stay `unknown`, and the walk goes on.
+    ///
+    /// The route's doc page names `requestId` only, so that is all it is sent;
+    /// `pageToken` only to follow a `nextPageToken` it gave.
     async fn fetch_details(
         &self,
         sub: &str,
         request_id: &str,
-    ) -> Result<BTreeMap<u32, Detail>, ApiError> {
+    ) -> Result<Option<BTreeMap<u32, Detail>>, ApiError> {
         let mut rows: Vec<RawDetail> = Vec::new();
         let mut tokens = PageTokens::default();
         let mut token: Option<String> = None;
         for page in 1..=MAX_LIST_PAGES {
-            let mut query = vec![("requestId", request_id), ("limit", "100")];
+            let mut query = vec![("requestId", request_id)];
             if let Some(t) = &token {
                 query.push(("pageToken", t.as_str()));
             }
@@ -267,7 +287,7 @@ impl Bird {
                 .await;
             let (mut got, next) = match result {
                 Ok(v) => v,
-                Err(ApiError::NotFound) => break,
+                Err(e) if details_refused(&e) => return Ok(None),
                 Err(e) => return Err(e),
             };
             rows.append(&mut got);
@@ -278,7 +298,7 @@ impl Bird {
                 }
             }
         }
-        Ok(number_details(rows))
+        Ok(Some(number_details(rows)))
     }
 
     /// Logs an in-progress `executionStatus` the docs do not list, once per value.
@@ -294,6 +314,20 @@ impl Bird {
                 "undocumented executionStatus; requests with it are treated as still retrying"
             );
         }
+    }
+}
+
+/// Whether a details call's error means "no details" rather than a failed
+/// walk: a 4xx that is neither a refused key nor throttling.
+fn details_refused(e: &ApiError) -> bool {
+    match e {
+        ApiError::NotFound => true,
+        ApiError::Http {
+            status,
+            throttled: false,
+            ..
+        } => (400..500).contains(status) && !matches!(status, 401 | 403 | 429),
+        _ => false,
     }
 }
 
@@ -360,6 +394,7 @@ impl Provider for Arc<Bird> {
             provider: self.clone(),
             sub: webhook_id.to_string(),
             cursor,
+            details_refused: false,
         })
     }
 }

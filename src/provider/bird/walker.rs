@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::api::{Detail, Entry, Parsed, Status, Terminal};
-use super::cursor::{Bounds, Cursor};
+use super::cursor::{Bounds, Cursor, Order};
 use super::{Bird, NO_RESPONSE, TERMINAL_STATUSES};
 use crate::client::ApiError;
 use crate::ledger::{Attempt, StatusLabel};
@@ -16,6 +16,8 @@ pub(super) struct BirdWalker {
     pub(super) provider: Arc<Bird>,
     pub(super) sub: String,
     pub(super) cursor: Cursor,
+    /// The details route refused a call for this subscription (logged once).
+    pub(super) details_refused: bool,
 }
 
 impl BirdWalker {
@@ -49,19 +51,61 @@ impl BirdWalker {
 
         let mut report = WalkReport::default();
         let mut tokens = PageTokens::default();
-        let mut token: Option<String> = None;
+        // Newest first, a walk reads from the list's start down to the bound;
+        // oldest first, from a page below the bound up to the list's end.
+        let (mut token, mut start_ms) = match self.cursor.order {
+            Some(Order::OldestFirst) => self.cursor.start(bounds.walk_ms),
+            _ => (None, i64::MIN),
+        };
         let mut newest_read: Option<i64> = None;
-        let mut reached_ms = bounds.walk_ms;
+        // `createdAt` range of the walk's first page, while the order is unknown.
+        let mut first_page: Option<(i64, i64)> = None;
         loop {
             if p.settings
                 .budget_spent(&report, p.client.source(), &self.sub)
             {
                 break;
             }
-            let page = p.fetch_logs(&self.sub, token.as_deref()).await?;
+            let page = match p.fetch_logs(&self.sub, token.as_deref()).await {
+                // A saved page token the API no longer takes: start over from
+                // the list's start (counting stays exact, by requestId).
+                Err(ApiError::Http {
+                    status: 400 | 410 | 422,
+                    ..
+                }) if report.pages == 0 && token.is_some() => {
+                    tracing::info!(
+                        source = p.client.source(),
+                        webhook = %self.sub,
+                        "a saved page token was refused; walking from the start of the list"
+                    );
+                    self.cursor.bookmarks.clear();
+                    (token, start_ms) = (None, i64::MIN);
+                    continue;
+                }
+                page => page?,
+            };
             report.pages += 1;
             report.entries += page.entries.len() as u64;
             let mut page_min: Option<i64> = None;
+            let created: Vec<i64> = page
+                .entries
+                .iter()
+                .filter_map(|p| match p {
+                    Parsed::Ok(e) => Some(e.created_ms),
+                    Parsed::Invalid(_) => None,
+                })
+                .collect();
+            if self.cursor.order.is_none() {
+                self.cursor.order = detect_order(&created, &mut first_page);
+                if let Some(o) = self.cursor.order {
+                    tracing::debug!(source = p.client.source(), webhook = %self.sub, order = ?o, "list order detected");
+                }
+            }
+            if self.cursor.order == Some(Order::OldestFirst)
+                && let Some(first_ms) = created.iter().min()
+            {
+                self.cursor.bookmark(token.clone(), *first_ms);
+            }
             for parsed in &page.entries {
                 let e = match parsed {
                     Parsed::Ok(e) => e,
@@ -72,8 +116,8 @@ impl BirdWalker {
                         continue;
                     }
                 };
-                // The list is newest first by `createdAt`, or perhaps by last
-                // activity: stopping on activity is right for either order.
+                // Newest first by `createdAt`, or perhaps by last activity:
+                // stopping on activity is right for either.
                 let activity = e.updated_ms.map_or(e.created_ms, |u| u.max(e.created_ms));
                 page_min = Some(page_min.map_or(activity, |m: i64| m.min(activity)));
                 newest_read = Some(newest_read.map_or(e.created_ms, |m: i64| m.max(e.created_ms)));
@@ -82,7 +126,8 @@ impl BirdWalker {
                 }
                 report.counted += self.count(&p, sink, &event, e, bounds, lag_now).await?;
             }
-            let reached = page_min.is_some_and(|m| m < bounds.walk_ms);
+            let newest_first = self.cursor.order == Some(Order::NewestFirst);
+            let reached = newest_first && page_min.is_some_and(|m| m < bounds.walk_ms);
             tracing::trace!(
                 webhook = %self.sub,
                 page = report.pages,
@@ -96,10 +141,12 @@ impl BirdWalker {
             let next = match page.next {
                 Some(n) if !reached && !page.entries.is_empty() => n,
                 _ => {
-                    if !reached {
-                        // The list ended above the bound: nothing older exists.
-                        reached_ms = i64::MIN;
+                    if reached {
+                        // Newest first, down to the bound.
+                        start_ms = bounds.walk_ms;
                     }
+                    // Else the list ended: newest first, nothing older
+                    // exists; oldest first, it was read from `start_ms` on.
                     report.complete = true;
                     break;
                 }
@@ -107,10 +154,18 @@ impl BirdWalker {
             token = Some(tokens.follow(&p.client, "webhook logs", report.pages as usize, next)?);
         }
         note_invalid(&report, sink, p.client.source(), &self.sub);
-        if report.complete {
+        // Oldest first, a walk stopped by its budget has read the old end of
+        // the list: what it read is done, and the next walk goes on from there.
+        let partial = !report.complete && self.cursor.order == Some(Order::OldestFirst);
+        if report.complete || partial {
+            let upto = if report.complete {
+                i64::MAX
+            } else {
+                newest_read.unwrap_or(i64::MIN)
+            };
             let dropped = self
                 .cursor
-                .finish(newest_read, reached_ms, now_ms, overlap_ms);
+                .finish(newest_read, start_ms, upto, now_ms, overlap_ms);
             if dropped > 0 {
                 tracing::warn!(
                     source = p.client.source(),
@@ -143,7 +198,19 @@ impl BirdWalker {
         // Attempts the entry does not show one by one: all but its newest.
         let hidden = s.first < s.last || (s.first == s.last && s.last != e.attempts);
         let details = if hidden && p.cfg.attempt_details {
-            p.fetch_details(&self.sub, &e.id).await?
+            match p.fetch_details(&self.sub, &e.id).await? {
+                Some(d) => d,
+                None => {
+                    if !std::mem::replace(&mut self.details_refused, true) {
+                        tracing::warn!(
+                            source = p.client.source(),
+                            webhook = %self.sub,
+                            "the details route refused a call (4xx); attempts not seen one by one are counted as status_code=\"unknown\" (logged once per subscription)"
+                        );
+                    }
+                    BTreeMap::new()
+                }
+            }
         } else {
             BTreeMap::new()
         };
@@ -158,6 +225,28 @@ impl BirdWalker {
         }
         self.cursor.settle(e, step, now_ms);
         Ok(attempts.len() as u64)
+    }
+}
+
+/// The order of the list from one page's `createdAt`s (in list order): its
+/// first and last differ, or, on a page with one time, the first page's range
+/// against a later one's. `None` while it cannot tell.
+fn detect_order(created: &[i64], first_page: &mut Option<(i64, i64)>) -> Option<Order> {
+    let (first, last) = (created.first()?, created.last()?);
+    match first.cmp(last) {
+        std::cmp::Ordering::Greater => return Some(Order::NewestFirst),
+        std::cmp::Ordering::Less => return Some(Order::OldestFirst),
+        std::cmp::Ordering::Equal => {}
+    }
+    let (lo, hi) = (*created.iter().min()?, *created.iter().max()?);
+    match *first_page {
+        None => {
+            *first_page = Some((lo, hi));
+            None
+        }
+        Some((_, first_hi)) if hi > first_hi => Some(Order::OldestFirst),
+        Some((first_lo, _)) if lo < first_lo => Some(Order::NewestFirst),
+        Some(_) => None,
     }
 }
 
@@ -213,6 +302,26 @@ impl Walker for BirdWalker {
 mod tests {
     use super::super::api::entry;
     use super::*;
+
+    #[test]
+    fn the_order_is_detected_from_created_at() {
+        let mut first = None;
+        assert_eq!(
+            detect_order(&[30, 20, 10], &mut first),
+            Some(Order::NewestFirst)
+        );
+        assert_eq!(
+            detect_order(&[10, 20, 30], &mut first),
+            Some(Order::OldestFirst)
+        );
+        assert_eq!(detect_order(&[], &mut first), None);
+        // One time on the first page: the next page tells.
+        assert_eq!(detect_order(&[20, 20], &mut first), None);
+        assert_eq!(first, Some((20, 20)));
+        assert_eq!(detect_order(&[20], &mut first), None);
+        assert_eq!(detect_order(&[25], &mut first), Some(Order::OldestFirst));
+        assert_eq!(detect_order(&[15], &mut first), Some(Order::NewestFirst));
+    }
 
     #[test]
     fn hidden_attempts_take_details_or_unknown() {
