@@ -86,6 +86,7 @@ fn check_config_accepts_the_shipped_example() {
         .arg(&example)
         .env("AUTHING_SECRET", "example-secret-value")
         .env("BIRD_ACCESS_KEY", "example-bird-key")
+        .env("GENAUTH_SECRET", "example-genauth-secret")
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -94,8 +95,15 @@ fn check_config_accepts_the_shipped_example() {
         "example config rejected: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("OK, 2 source(s)"), "{stdout}");
-    assert!(!stdout.contains("example-secret-value") && !stdout.contains("example-bird-key"));
+    assert!(stdout.contains("OK, 3 source(s)"), "{stdout}");
+    assert!(stdout.contains("provider=genauth"), "{stdout}");
+    for secret in [
+        "example-secret-value",
+        "example-bird-key",
+        "example-genauth-secret",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} printed");
+    }
 }
 
 #[test]
