@@ -25,3 +25,6 @@ if ((${#missing[@]})); then
 fi
 
 cargo test --locked --all-targets "$@"
+
+# The official SDKs against the simulator.
+bash scripts/sdk-contract.sh

@@ -5,7 +5,14 @@ use super::*;
 pub(super) type Shared = State<Arc<Mutex<SimState>>>;
 
 pub(super) fn body_error(code: i64, msg: &str) -> Response {
-    Json(json!({"statusCode": code, "message": msg, "apiCode": 2020, "requestId": "sim"}))
+    // 2020 is the documented apiCode of a refused token; the others are the
+    // simulator's own (the real ones are not documented).
+    let api_code = match code {
+        401 => 2020,
+        400 => 1000,
+        _ => 5000,
+    };
+    Json(json!({"statusCode": code, "message": msg, "apiCode": api_code, "requestId": "sim"}))
         .into_response()
 }
 
@@ -193,10 +200,10 @@ pub(super) async fn list_webhooks(
         }
         st.take_fault("list-webhooks")
     };
-    let (page, limit) = (
-        q.page.unwrap_or(1).max(1),
-        q.limit.unwrap_or(10).clamp(1, 50),
-    );
+    if q.limit.is_some_and(|l| l > 50) {
+        return body_error(400, "limit must not exceed 50");
+    }
+    let (page, limit) = (q.page.unwrap_or(1).max(1), q.limit.unwrap_or(10).max(1));
     let st2 = state.clone();
     let v = apply_fault(
         fault,
@@ -214,7 +221,8 @@ pub(super) async fn list_webhooks(
                 .skip(((page - 1) * limit) as usize)
                 .take(limit as usize)
                 .map(|w| {
-                    json!({"webhookId": w.id, "name": w.name, "url": "https://example.com/hooks", "enabled": w.enabled,
+                    json!({"webhookId": w.id, "createdAt": "2022-09-01T00:00:00.000Z", "updatedAt": "2022-09-01T00:00:00.000Z",
+                           "name": w.name, "url": "https://example.com/hooks", "enabled": w.enabled,
                            "events": w.events, "secret": "whsec-SIMULATED-WEBHOOK-SECRET", "contentType": "application/json",
                            "retryConfig": {"enabled": true, "count": 3, "delay": 10, "delayUnit": "Second"}})
                 })
