@@ -67,6 +67,12 @@ pub struct SelfMetrics {
     pub web_reload_success_time: prometheus::Gauge,
     /// `webhook_exporter_shard_info{shard,total_shards}`: set once, by [`Self::set_shard`].
     shard_info: IntGaugeVec,
+    /// `webhook_exporter_source_info{source,provider,logged_requests}`: what
+    /// the rules need to know of a source (a Bird workspace that logs only
+    /// failed requests has no traffic total to divide by).
+    source_info: IntGaugeVec,
+    /// Each source's `source_info` labels, to delete them with the source.
+    source_info_labels: std::sync::Mutex<std::collections::HashMap<String, [&'static str; 2]>>,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -158,6 +164,14 @@ impl SelfMetrics {
             &["shard", "total_shards"],
         )?;
         registry.register(Box::new(shard_info.clone()))?;
+        let source_info = IntGaugeVec::new(
+            Opts::new(
+                "webhook_exporter_source_info",
+                "A configured source (always 1): its provider, and whether its logs hold every delivery (logged_requests=\"all\") or only failed ones (\"failed\": no failure ratio can be computed).",
+            ),
+            &["source", "provider", "logged_requests"],
+        )?;
+        registry.register(Box::new(source_info.clone()))?;
         let state_writes = IntCounterVec::new(
             Opts::new(
                 "webhook_exporter_state_writes_total",
@@ -245,6 +259,8 @@ impl SelfMetrics {
             web_reload_successful,
             web_reload_success_time,
             shard_info,
+            source_info,
+            source_info_labels: std::sync::Mutex::default(),
         })
     }
 
@@ -273,8 +289,24 @@ impl SelfMetrics {
         }
     }
 
+    /// Says what a source is (`webhook_exporter_source_info`).
+    pub fn set_source_info(&self, source: &str, provider: &'static str, logged: &'static str) {
+        self.remove_source_info(source);
+        self.source_info
+            .with_label_values(&[source, provider, logged])
+            .set(1);
+        lock(&self.source_info_labels).insert(source.to_string(), [provider, logged]);
+    }
+
+    fn remove_source_info(&self, source: &str) {
+        if let Some([p, l]) = lock(&self.source_info_labels).remove(source) {
+            let _ = self.source_info.remove_label_values(&[source, p, l]);
+        }
+    }
+
     /// Deletes a removed source's series.
     pub fn remove_source(&self, source: &str) {
+        self.remove_source_info(source);
         for result in ["success", "error"] {
             let _ = self.polls.remove_label_values(&[source, result]);
         }

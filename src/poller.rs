@@ -98,6 +98,7 @@ impl SourceRuntime {
             metrics.clone(),
         )?);
         metrics.init_source(&sc.name);
+        metrics.set_source_info(&sc.name, sc.provider_name(), sc.provider.logged_requests());
         let ledger = Arc::new(SourceLedger::new(
             &sc.name,
             sc.provider_name(),

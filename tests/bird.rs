@@ -1109,3 +1109,40 @@ async fn a_newest_first_list_counts_exactly() {
 async fn an_oldest_first_list_is_detected_and_counts_exactly() {
     counts_exactly_whatever_the_list_order(true).await;
 }
+
+/// `logged_requests: failed` changes no count; it tells the rules, through
+/// `webhook_exporter_source_info`, that the source's deliveries are not the
+/// whole traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failures_only_source_counts_the_same_and_says_so_for_the_rules() {
+    let sim = start_bird(BirdSimConfig::default()).await;
+    for i in 0..3 {
+        sim.generate_settled(i, 5);
+    }
+    let sources = [
+        bird_source("b", &sim, "    logged_requests: failed\n"),
+        bird_source("c", &sim, ""),
+    ];
+    let exp = start_exporter(&config_text(FAST, &sources)).await;
+    let m = wait_for_truth(exp.addr, &sim, "b").await;
+    let info = |source: &str, logged: &str| {
+        m.sum(
+            "webhook_exporter_source_info",
+            &[
+                ("source", source),
+                ("provider", "bird"),
+                ("logged_requests", logged),
+            ],
+        )
+    };
+    assert_eq!((info("b", "failed"), info("b", "all")), (1.0, 0.0));
+    assert_eq!((info("c", "all"), info("c", "failed")), (1.0, 0.0));
+    let total = |s: &str| m.sum("webhook_deliveries_total", &[("source", s)]);
+    assert!(total("b") >= 15.0, "{}", total("b"));
+    let m = wait_for_truth(exp.addr, &sim, "c").await;
+    assert_eq!(
+        m.sum("webhook_deliveries_total", &[("source", "c")]),
+        m.sum("webhook_deliveries_total", &[("source", "b")])
+    );
+    exp.shutdown().await;
+}

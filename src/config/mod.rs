@@ -486,4 +486,24 @@ mod tests {
             "{w:?}"
         );
     }
+
+    #[test]
+    fn bird_logged_requests_is_all_or_failed() {
+        let bird = "sources:\n  - name: b\n    provider: bird\n    access_key: k\n    organization_id: o\n    workspace_id: w\n";
+        let logged = |extra: &str| {
+            parse(&format!("{bird}{extra}")).map(|c| c.sources[0].provider.logged_requests())
+        };
+        assert_eq!(logged("").ok(), Some("all"));
+        assert_eq!(logged("    logged_requests: failed\n").ok(), Some("failed"));
+        let (line, key, msg) = invalid(&format!("{bird}    logged_requests: some\n"));
+        assert_eq!(
+            (line, key.as_str()),
+            (Some(7), "sources[0].logged_requests")
+        );
+        assert!(msg.contains("expected all"), "{msg}");
+        // Not a key of Authing's.
+        let (_, key, msg) = invalid(&format!("{MINIMAL}    logged_requests: failed\n"));
+        assert_eq!(key, "sources[0].logged_requests");
+        assert!(msg.contains("does not apply to provider authing"), "{msg}");
+    }
 }

@@ -59,6 +59,12 @@ pub trait ProviderConfig: fmt::Debug + Send + Sync + Any {
     /// The scope, for `--check-config`'s summary (e.g. "all webhooks (discovered)").
     fn scope(&self) -> String;
 
+    /// What its logs hold: `"all"` deliveries, or only `"failed"` ones (then no
+    /// failure ratio can be computed from them).
+    fn logged_requests(&self) -> &'static str {
+        "all"
+    }
+
     /// What the provider's answers mean beyond HTTP (throttling, body errors).
     fn policy(&self) -> Arc<dyn Policy> {
         Arc::new(PlainHttp)

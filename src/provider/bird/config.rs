@@ -37,6 +37,28 @@ pub struct BirdConfig {
     pub attempt_details: bool,
     /// How long a still-retrying request is re-checked (default 24h).
     pub retry_horizon: Duration,
+    /// What the workspace's logs hold (two doc pages disagree).
+    pub logged_requests: LoggedRequests,
+}
+
+/// `logged_requests`: whether a workspace's logs hold every request or only
+/// the failed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoggedRequests {
+    /// Every request (default): failure ratios can be computed.
+    All,
+    /// Only failed requests: deliveries are not the whole traffic.
+    Failed,
+}
+
+impl LoggedRequests {
+    /// The `logged_requests` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoggedRequests::All => "all",
+            LoggedRequests::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +71,7 @@ struct RawBird {
     subscriptions: Option<Vec<Scalar<String>>>,
     attempt_details: Option<Scalar<bool>>,
     retry_horizon: Option<Scalar<HumanDuration>>,
+    logged_requests: Option<Scalar<String>>,
 }
 
 /// The `Authorization` header of `key`, if it can be one.
@@ -72,6 +95,18 @@ fn parse(keys: &SourceKeys<'_>) -> Result<Arc<dyn ProviderConfig>, ConfigError> 
     }
     let id =
         |v: &Option<Scalar<String>>, k: &str| keys.opt_id(v, k)?.ok_or_else(|| keys.missing(k));
+    let logged_requests = match raw.logged_requests.as_ref().map(|s| s.0.as_str()) {
+        None | Some("all") => LoggedRequests::All,
+        Some("failed") => LoggedRequests::Failed,
+        Some(other) => {
+            return Err(keys.error(
+                "logged_requests",
+                format!(
+                    "{other:?}: expected all (every request is logged) or failed (only failed ones)"
+                ),
+            ));
+        }
+    };
     Ok(Arc::new(BirdConfig {
         access_key,
         organization_id: id(&raw.organization_id, "organization_id")?,
@@ -81,6 +116,7 @@ fn parse(keys: &SourceKeys<'_>) -> Result<Arc<dyn ProviderConfig>, ConfigError> 
         retry_horizon: raw
             .retry_horizon
             .map_or(Duration::from_secs(24 * 3600), |s| s.0.0),
+        logged_requests,
     }))
 }
 
@@ -98,6 +134,10 @@ impl ProviderConfig for BirdConfig {
             Some(w) => format!("{} subscription(s)", w.len()),
             None => "all subscriptions (discovered)".into(),
         }
+    }
+
+    fn logged_requests(&self) -> &'static str {
+        self.logged_requests.as_str()
     }
 
     fn build(

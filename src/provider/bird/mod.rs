@@ -81,7 +81,7 @@ mod config;
 mod cursor;
 mod walker;
 
-pub use config::{BIRD, BirdConfig};
+pub use config::{BIRD, BirdConfig, LoggedRequests};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -395,6 +395,7 @@ impl Provider for Arc<Bird> {
             sub: webhook_id.to_string(),
             cursor,
             details_refused: false,
+            evidence: Default::default(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::api::{Detail, Entry, Parsed, Status, Terminal};
 use super::cursor::{Bounds, Cursor, Order};
-use super::{Bird, NO_RESPONSE, TERMINAL_STATUSES};
+use super::{Bird, LoggedRequests, NO_RESPONSE, TERMINAL_STATUSES};
 use crate::client::ApiError;
 use crate::ledger::{Attempt, StatusLabel};
 use crate::provider::walk::{PageTokens, note_invalid};
@@ -18,6 +18,45 @@ pub(super) struct BirdWalker {
     pub(super) cursor: Cursor,
     /// The details route refused a call for this subscription (logged once).
     pub(super) details_refused: bool,
+    /// Whether its logs look like failures only.
+    pub(super) evidence: FailuresOnly,
+}
+
+/// Terminal requests, none of them a first-attempt success, that make a
+/// subscription's logs look like failures only…
+const EVIDENCE_REQUESTS: u64 = 50;
+/// …when they span at least this much time (ms).
+const EVIDENCE_SPAN_MS: i64 = 3_600_000;
+
+/// Evidence in the logs themselves that a workspace logs only failed
+/// requests (one Bird doc page says so, another says every delivery): where
+/// every request is logged, some succeed at their first attempt.
+#[derive(Debug, Default)]
+pub(super) struct FailuresOnly {
+    terminal: u64,
+    first_try_successes: u64,
+    span: Option<(i64, i64)>,
+    said: bool,
+}
+
+impl FailuresOnly {
+    /// Notes a request seen terminal after `attempts` attempts; true, once,
+    /// when the evidence is enough to say its logs are probably failures only.
+    pub(super) fn note(&mut self, attempts: u32, succeeded: bool, created_ms: i64) -> bool {
+        self.terminal += 1;
+        if succeeded && attempts <= 1 {
+            self.first_try_successes += 1;
+        }
+        let (lo, hi) = self.span.unwrap_or((created_ms, created_ms));
+        self.span = Some((lo.min(created_ms), hi.max(created_ms)));
+        let long = self
+            .span
+            .is_some_and(|(lo, hi)| hi - lo >= EVIDENCE_SPAN_MS);
+        let enough = self.terminal >= EVIDENCE_REQUESTS && self.first_try_successes == 0 && long;
+        let say = enough && !self.said;
+        self.said |= say;
+        say
+    }
 }
 
 impl BirdWalker {
@@ -222,6 +261,19 @@ impl BirdWalker {
         if let Some(t) = s.terminal {
             sink.webhook
                 .record_terminal_request(sink.source, event, t.label(), s.last);
+            let said = self
+                .evidence
+                .note(s.last, t == Terminal::Succeeded, e.created_ms);
+            if said && p.cfg.logged_requests == LoggedRequests::All {
+                tracing::warn!(
+                    source = p.client.source(),
+                    webhook = %self.sub,
+                    requests = self.evidence.terminal,
+                    "no request of this subscription succeeded at its first attempt over an hour or more: \
+                     its workspace probably logs only failed requests; if so, set logged_requests: failed \
+                     so the failure-ratio rules leave it out"
+                );
+            }
         }
         self.cursor.settle(e, step, now_ms);
         Ok(attempts.len() as u64)
@@ -348,5 +400,25 @@ mod tests {
             (a.status, a.success, a.error, a.ts),
             (StatusLabel::Code(200), true, None, 9.0)
         );
+    }
+
+    #[test]
+    fn failures_only_is_said_once_on_enough_evidence() {
+        let hour = 3_600_000;
+        let mut f = FailuresOnly::default();
+        // 49 requests over two hours, all retried: not yet enough.
+        let said: Vec<bool> = (0..49)
+            .map(|i| f.note(3, i % 2 == 0, i * 150_000))
+            .collect();
+        assert!(said.iter().all(|s| !s));
+        assert!(f.note(2, false, 2 * hour), "the 50th, over two hours: said");
+        assert!(!f.note(2, false, 3 * hour), "said once");
+        // One first-attempt success anywhere is proof of full logs.
+        let mut g = FailuresOnly::default();
+        assert!(!g.note(1, true, 0));
+        assert!((1..200).all(|i| !g.note(4, false, i * 60_000)));
+        // Many requests within minutes are not a long window.
+        let mut h = FailuresOnly::default();
+        assert!((0..500).all(|i| !h.note(2, false, i * 1_000)));
     }
 }
