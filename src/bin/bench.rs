@@ -663,7 +663,7 @@ impl Bench {
         let mut render_ms = f64::INFINITY;
         for _ in 0..5 {
             let start = Instant::now();
-            std::hint::black_box(webhook_log_exporter::metrics::render_page(
+            std::hint::black_box(webhook_log_exporter::metrics::render(
                 &exp.registry,
                 &exp.metrics,
             ));
