@@ -9,15 +9,14 @@
 //!   and restore them exactly (a `prometheus` histogram cannot be restored from
 //!   outside). They are rendered at scrape time straight from the ledger into the
 //!   text exposition format by [`render`]. Writing text directly rather than
-//!   building protobuf `MetricFamily` values keeps a scrape of 100 000 series to a
-//!   handful of allocations.
+//!   building protobuf `MetricFamily` values keeps a scrape of 100 000 counters
+//!   from allocating per series.
 //!
 //! Label values come only from config, closed enums, discovery ids and the
 //! bounded `event`/`error` caps; they are escaped here, whatever they contain.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
@@ -354,125 +353,25 @@ impl SelfMetrics {
 /// Renders the whole `/metrics` page: self-metrics, then the delivery series
 /// read from the ledger. Never calls a provider.
 pub fn render(registry: &Registry, self_metrics: &SelfMetrics) -> Vec<u8> {
-    render_page(registry, self_metrics).to_vec()
-}
-
-/// [`render`] as the parts the server sends one after the other, so a page of
-/// megabytes is never copied into one buffer (see [`Page`]).
-pub fn render_page(registry: &Registry, self_metrics: &SelfMetrics) -> Page {
-    let mut parts = Vec::with_capacity(PER_EVENT.len() + 2);
-    let mut head = Pooled::take(SELF_HINT);
-    let mut bytes = std::mem::take(&mut head.0).into_bytes();
+    let mut bytes = Vec::new();
     self_metrics.encode(&mut bytes);
-    head.0 = String::from_utf8(bytes)
+    let mut out = String::from_utf8(bytes)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         header(
-            &mut head.0,
+            &mut out,
             "webhook_exporter_tasks",
             "gauge",
             "Tasks alive in the exporter's runtime (bounded by webhooks).",
         );
         let _ = writeln!(
-            head.0,
+            out,
             "webhook_exporter_tasks {}",
             handle.metrics().num_alive_tasks()
         );
     }
-    parts.push(head);
-    render_ledger(&registry.sources(), &mut parts);
-    Page { parts }
-}
-
-/// A rendered `/metrics` page: its parts in order. The buffers come from a
-/// small pool and go back to it when the server has sent them, so a steady
-/// scrape of 100 000 series reuses memory whose pages are already mapped
-/// instead of faulting in (and zeroing) ~15 MiB of fresh pages every time.
-pub struct Page {
-    parts: Vec<Pooled>,
-}
-
-impl Page {
-    /// Total length in bytes.
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(|p| p.0.len()).sum()
-    }
-
-    /// Whether the page is empty (it never is: it has headers).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The page in one buffer (tests, `--once`).
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len());
-        for p in &self.parts {
-            out.extend_from_slice(p.0.as_bytes());
-        }
-        out
-    }
-
-    /// The parts as `Bytes` that own their buffers (no copy).
-    pub fn into_chunks(self) -> impl Iterator<Item = axum::body::Bytes> {
-        self.parts.into_iter().map(axum::body::Bytes::from_owner)
-    }
-}
-
-/// A render buffer that returns to [`POOL`] when dropped.
-struct Pooled(String);
-
-/// Buffers kept between scrapes: one scrape uses `PER_EVENT.len() + 2`; a few
-/// more cover a second scrape at the same time. Beyond that they are freed.
-static POOL: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-const POOL_MAX: usize = 2 * (PER_EVENT.len() + 2);
-/// First-scrape size of the self-metrics buffer.
-const SELF_HINT: usize = 64 * 1024;
-
-impl Pooled {
-    /// The pooled buffer that fits `hint` bytes most tightly, else the largest
-    /// one (which grows), else a new one.
-    fn take(hint: usize) -> Pooled {
-        let mut pool = lock(&POOL);
-        let fit = pool
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= hint)
-            .min_by_key(|(_, b)| b.capacity())
-            .or_else(|| pool.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
-            .map(|(i, _)| i);
-        let mut buf = match fit {
-            Some(i) => pool.swap_remove(i),
-            None => String::new(),
-        };
-        drop(pool);
-        // A page that shrank (webhooks removed) does not keep its peak's
-        // memory: a buffer far larger than its part is cut down.
-        if buf.capacity() > 2 * hint.max(SELF_HINT) {
-            buf.shrink_to(hint);
-        }
-        buf.reserve(hint);
-        Pooled(buf)
-    }
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.0);
-        if buf.capacity() == 0 {
-            return;
-        }
-        buf.clear();
-        let mut pool = lock(&POOL);
-        if pool.len() < POOL_MAX {
-            pool.push(buf);
-        }
-    }
+    render_ledger(&registry.sources(), &mut out);
+    out.into_bytes()
 }
 
 /// Appends `v` escaped as a label value (backslash, quote, newline).
@@ -623,7 +522,7 @@ const PER_EVENT: [(&str, &str, &str); 6] = [
 /// format requires: the per-event families are written into one buffer each,
 /// so every webhook's lock is taken once per scrape and held only while that
 /// webhook's lines are written (its families then also agree with each other).
-fn render_ledger(sources: &[Arc<SourceHandle>], parts: &mut Vec<Pooled>) {
+fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
     let all: Vec<Visible> = sources.iter().map(|s| (s.clone(), s.webhooks())).collect();
     let counted: Vec<Visible> = all
         .iter()
@@ -635,15 +534,10 @@ fn render_ledger(sources: &[Arc<SourceHandle>], parts: &mut Vec<Pooled>) {
         })
         .collect();
 
-    // Sized from the previous scrape, so the buffers do not grow by copying.
-    static FAMILY_BYTES: [AtomicUsize; PER_EVENT.len() + 1] =
-        [const { AtomicUsize::new(0) }; PER_EVENT.len() + 1];
-    let hint = |i: usize| FAMILY_BYTES[i].load(Ordering::Relaxed) * 9 / 8;
-    let mut pooled: [Pooled; 6] = std::array::from_fn(|i| Pooled::take(hint(i)));
-    for (buf, (name, kind, help)) in pooled.iter_mut().zip(PER_EVENT) {
-        header(&mut buf.0, name, kind, help);
+    let mut families: [String; 6] = std::array::from_fn(|_| String::new());
+    for (buf, (name, kind, help)) in families.iter_mut().zip(PER_EVENT) {
+        header(buf, name, kind, help);
     }
-    let mut families: [&mut String; 6] = pooled.each_mut().map(|p| &mut p.0);
     let heads: [String; 6] = std::array::from_fn(|i| format!("{}{{", PER_EVENT[i].0));
     let mut prefix = String::new();
     let mut code = String::new();
@@ -709,14 +603,11 @@ fn render_ledger(sources: &[Arc<SourceHandle>], parts: &mut Vec<Pooled>) {
         }
         tails.push(tail);
     }
-    for (i, p) in pooled.into_iter().enumerate() {
-        FAMILY_BYTES[i].store(p.0.len(), Ordering::Relaxed);
-        parts.push(p);
+    out.reserve(families.iter().map(String::len).sum());
+    for family in &families {
+        out.push_str(family);
     }
-    let mut tail = Pooled::take(hint(PER_EVENT.len()));
-    render_tail(&all, &counted, &tails, &mut tail.0);
-    FAMILY_BYTES[PER_EVENT.len()].store(tail.0.len(), Ordering::Relaxed);
-    parts.push(tail);
+    render_tail(&all, &counted, &tails, out);
 }
 
 /// What the tail families need of a source's counted webhooks, read in the
@@ -982,19 +873,8 @@ mod tests {
             )));
         }
         let sources = vec![handle.clone()];
-        let page = |sources: &[Arc<SourceHandle>]| {
-            let mut parts = Vec::new();
-            render_ledger(sources, &mut parts);
-            parts.iter().map(|p| p.0.as_str()).collect::<String>()
-        };
-        let got = page(&sources);
-        // Pooled buffers come back cleared: the next scrape is the same text.
-        drop(page(&sources));
-        assert_eq!(page(&sources), got);
-        // A buffer far larger than its part is cut down when taken.
-        drop(Pooled(String::with_capacity(64 << 20)));
-        let taken: Vec<Pooled> = (0..POOL_MAX).map(|_| Pooled::take(SELF_HINT)).collect();
-        assert!(taken.iter().all(|p| p.0.capacity() < 64 << 20));
+        let mut got = String::new();
+        render_ledger(&sources, &mut got);
         let counted: Vec<Visible> = vec![(handle.clone(), handle.webhooks())];
         let want = reference_per_event(&counted);
         assert!(got.starts_with(&want), "got:\n{got}\nwant prefix:\n{want}");

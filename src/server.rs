@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{SelfMetrics, render_page};
+use crate::metrics::{SelfMetrics, render};
 use crate::registry::Registry;
 use crate::webconfig::{self, LiveWebConfig, TlsListener, WebConfig};
 
@@ -90,23 +90,16 @@ pub async fn serve_with(
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let page = tokio::task::spawn_blocking(move || render_page(&st.registry, &st.metrics)).await;
+    let page = tokio::task::spawn_blocking(move || render(&st.registry, &st.metrics)).await;
     match page {
-        Ok(page) => {
-            let len = page.len();
-            let chunks = page.into_chunks().map(Ok::<_, std::convert::Infallible>);
-            (
-                [
-                    (
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8".to_string(),
-                    ),
-                    (header::CONTENT_LENGTH, len.to_string()),
-                ],
-                Body::from_stream(futures_util::stream::iter(chunks)),
-            )
-                .into_response()
-        }
+        Ok(page) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            Body::from(page),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "rendering /metrics failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
