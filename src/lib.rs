@@ -22,6 +22,7 @@
 //! * [`registry`] — the read side shared by pollers, metrics and server.
 //! * [`metrics`] — self-metrics and the text exposition of the ledger.
 //! * [`state`] — the state file: checkpoints that survive restarts.
+//! * [`status_page`] — the HTML status page at `/`.
 //! * [`timeseries`] — the last 24 h per webhook, by delivery time, for the page.
 //! * [`shard`] — `--shard=N --total-shards=M`: which webhooks this process walks.
 //! * [`sim`] — the loopback simulator of the provider APIs, with ground truth.
@@ -43,6 +44,7 @@ pub mod server;
 pub mod shard;
 pub mod sim;
 pub mod state;
+pub mod status_page;
 pub mod timeseries;
 pub mod util;
 pub mod webconfig;
