@@ -431,7 +431,7 @@ fn ago(h: &mut String, secs: f64) {
     let s = secs.max(0.0) as u64;
     let _ = match s {
         0..60 => write!(h, "{s}s"),
-        60..3600 if s % 60 == 0 => write!(h, "{}m", s / 60),
+        60..3600 if s.is_multiple_of(60) => write!(h, "{}m", s / 60),
         60..3600 => write!(h, "{}m {}s", s / 60, s % 60),
         3600..86400 => write!(h, "{}h {}m", s / 3600, s % 3600 / 60),
         _ => write!(h, "{}d {}h", s / 86400, s % 86400 / 3600),
@@ -572,7 +572,7 @@ mod tests {
             assert_eq!(d, 600);
             let id = attr(r, "data-webhook");
             let i = usize::from_str_radix(&id[7..], 16).expect("hex id");
-            assert_eq!(f, if i % 3 == 0 { 150 } else { 0 }, "{id}");
+            assert_eq!(f, if i.is_multiple_of(3) { 150 } else { 0 }, "{id}");
             assert!(r.contains("<svg"));
             let state = match attr(r, "data-state") {
                 "error" => State::Error,

@@ -234,7 +234,7 @@ impl Series {
             .iter()
             .filter(|b| b.idx != 0 && b.idx >= oldest && b.deliveries > 0)
             .collect();
-        by_idx.sort_unstable_by(|a, b| b.idx.cmp(&a.idx));
+        by_idx.sort_unstable_by_key(|b| std::cmp::Reverse(b.idx));
         let mut since = None;
         for b in by_idx {
             if b.failures == 0 {
