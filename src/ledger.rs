@@ -44,7 +44,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::normalize::normalize_error;
-use crate::util::lock;
+use crate::timeseries::Series;
+use crate::util::{lock, unix_now};
 
 /// The label value that replaces values past a cap.
 pub const OTHER: &str = "other";
@@ -348,6 +349,11 @@ pub struct WebhookLedger {
     event_labels: Mutex<LabelCache>,
     /// Raw error message → label value (bounded; cleared when full).
     error_labels: Mutex<LabelCache>,
+    /// The last 24 h by delivery time, for the status page only (a view:
+    /// `/metrics` never reads it). Checkpointed with the counts.
+    series: Mutex<Series>,
+    /// `Some` when persistence is on: the series last made durable.
+    published_series: Option<Mutex<Series>>,
 }
 
 /// Raw value → label value. Looked up once per attempt on the ingest path, so
@@ -363,16 +369,47 @@ impl WebhookLedger {
     pub fn with_counts(counts: WebhookCounts, first_walk_done: bool, durable: bool) -> Self {
         WebhookLedger {
             published: durable.then(|| Mutex::new((counts.clone(), first_walk_done))),
+            published_series: durable.then(Mutex::default),
             counts: Mutex::new(counts),
             first_walk_done: AtomicBool::new(first_walk_done),
             ..Default::default()
         }
     }
 
+    /// Starts the status page's series from a restored one.
+    pub fn with_series(self, series: Series) -> Self {
+        if let Some(p) = &self.published_series {
+            *lock(p) = series.clone();
+        }
+        *lock(&self.series) = series;
+        self
+    }
+
     /// Publishes counts that were just made durable.
     pub fn publish(&self, counts: WebhookCounts, first_walk_done: bool) {
         if let Some(p) = &self.published {
             *lock(p) = (counts, first_walk_done);
+        }
+    }
+
+    /// Publishes the series of the same durable checkpoint, so the status
+    /// page never shows what `/metrics` does not yet.
+    pub fn publish_series(&self, series: Series) {
+        if let Some(p) = &self.published_series {
+            *lock(p) = series;
+        }
+    }
+
+    /// A copy of the live series (for a checkpoint).
+    pub fn series_snapshot(&self) -> Series {
+        lock(&self.series).clone()
+    }
+
+    /// Runs `f` on the series that goes with the counts `/metrics` shows.
+    pub fn with_visible_series<R>(&self, f: impl FnOnce(&Series) -> R) -> R {
+        match &self.published_series {
+            Some(p) => f(&lock(p)),
+            None => f(&lock(&self.series)),
         }
     }
 
@@ -504,17 +541,25 @@ impl WebhookLedger {
         // once (its labels depend on nothing else) and update the maps once.
         // At most one combination per attempt: sized once, never grown.
         let mut tally: Vec<(&Attempt<'_>, u64)> = Vec::with_capacity(attempts.len());
+        // Each attempt's combination, for the series' error labels.
+        let mut combo: Vec<u32> = Vec::with_capacity(attempts.len());
         let (mut last_success, mut last_failure) = (None::<f64>, None::<f64>);
         for a in attempts {
-            let same = |t: &&mut (&Attempt<'_>, u64)| {
+            let same = |t: &(&Attempt<'_>, u64)| {
                 t.0.status == a.status
                     && t.0.success == a.success
                     && t.0.event == a.event
                     && t.0.error == a.error
             };
-            match tally.iter_mut().find(same) {
-                Some(t) => t.1 += 1,
-                None => tally.push((a, 1)),
+            match tally.iter().position(same) {
+                Some(i) => {
+                    tally[i].1 += 1;
+                    combo.push(i as u32);
+                }
+                None => {
+                    combo.push(tally.len() as u32);
+                    tally.push((a, 1));
+                }
             }
             let last = if a.success {
                 &mut last_success
@@ -538,6 +583,14 @@ impl WebhookLedger {
                 })
                 .collect()
         };
+        {
+            let now = unix_now();
+            let mut series = lock(&self.series);
+            for (a, &i) in attempts.iter().zip(&combo) {
+                let err = labelled.get(i as usize).and_then(|l| l.2.as_ref());
+                series.record(a.ts, now, err);
+            }
+        }
         {
             let mut guard = lock(&self.counts);
             let c = &mut *guard;
@@ -722,5 +775,40 @@ mod tests {
         // Folded: three attempts' events, two attempts' errors.
         assert_eq!((src.events.overflow(), src.errors.overflow()), (3, 2));
         assert_eq!((c.last_success, c.last_failure), (Some(4.0), Some(6.0)));
+    }
+
+    #[test]
+    fn the_series_sees_every_recent_attempt_the_counters_do() {
+        let src = SourceLedger::new("s", "authing", 10, 10);
+        let w = WebhookLedger::default();
+        let now = unix_now();
+        let a = |success, error, ts| Attempt {
+            event: "e",
+            status: StatusLabel::Code(if success { 200 } else { 500 }),
+            success,
+            error,
+            ts,
+        };
+        let page = [
+            a(true, None, now - 5.0),
+            a(false, Some("boom 1"), now - 7.0),
+            a(false, Some("boom 2"), now - 3.0 * 3600.0),
+            a(false, None, now - 40.0),
+            // Two days old: counted, but outside the page's 24 h.
+            a(false, Some("boom 3"), now - 2.0 * 86_400.0),
+        ];
+        w.record_attempts(&src, &page, Some(now));
+        let c = w.snapshot();
+        assert_eq!((c.events["e"].deliveries, c.events["e"].failures), (5, 4));
+        w.with_visible_series(|s| {
+            assert_eq!(s.window(now, crate::timeseries::BUCKETS), (4, 3));
+            assert_eq!(s.window(now, crate::timeseries::HOUR_BUCKETS), (3, 2));
+            let top: Vec<(String, u64)> = s
+                .top_errors(now)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            assert_eq!(top, vec![("boom <n>".into(), 2), ("http_500".into(), 1)]);
+        });
     }
 }

@@ -10,7 +10,7 @@
 //! * [`cli`] — flags; [`logging`] — logfmt/JSON set-up; [`app`] — wiring.
 //! * [`config`] — YAML → raw structs → validated [`config::Config`], with
 //!   file:line:key errors; [`secret`] — credentials that never print.
-//! * [`server`] — axum: `/metrics`, `/healthz`, `/ready`, `/`.
+//! * [`server`] — axum: `/metrics`, `/healthz`, `/ready`, `/` (the status page).
 //! * [`webconfig`] — `--web.config.file`: TLS, client certificates, basic
 //!   auth (exporter-toolkit `web-config.yml`).
 //! * [`poller`] — discovery and walk loops per source and webhook.
@@ -22,6 +22,8 @@
 //! * [`registry`] — the read side shared by pollers, metrics and server.
 //! * [`metrics`] — self-metrics and the text exposition of the ledger.
 //! * [`state`] — the state file: checkpoints that survive restarts.
+//! * [`status_page`] — the HTML status page at `/`.
+//! * [`timeseries`] — the last 24 h per webhook, by delivery time, for the page.
 //! * [`shard`] — `--shard=N --total-shards=M`: which webhooks this process walks.
 //! * [`sim`] — the loopback simulator of the provider APIs, with ground truth.
 
@@ -42,5 +44,7 @@ pub mod server;
 pub mod shard;
 pub mod sim;
 pub mod state;
+pub mod status_page;
+pub mod timeseries;
 pub mod util;
 pub mod webconfig;

@@ -110,8 +110,10 @@ impl SourceRuntime {
             .unwrap_or_default();
         ledger.events.restore(&seed.events, 0);
         ledger.errors.restore(&seed.errors, 0);
+        let handle = Arc::new(SourceHandle::new(ledger));
+        handle.set_poll_interval(sc.poll_interval);
         Ok(Arc::new(SourceRuntime {
-            handle: Arc::new(SourceHandle::new(ledger)),
+            handle,
             provider: sc.provider.build(global, sc, client),
             config: sc.clone(),
             global: global.clone(),
@@ -176,6 +178,7 @@ impl SourceRuntime {
         for (id, ws) in &state.webhooks {
             if let Some(w) = self.handle.webhook(id) {
                 w.ledger.publish(ws.counts.clone(), ws.first_walk_done);
+                w.ledger.publish_series(ws.series.clone());
             }
         }
     }
@@ -259,7 +262,8 @@ impl SourceRuntime {
         let seed = lock(&self.seeds).remove(id);
         let (ledger, cursor) = match &seed {
             Some(s) => (
-                WebhookLedger::with_counts(s.counts.clone(), s.first_walk_done, self.durable),
+                WebhookLedger::with_counts(s.counts.clone(), s.first_walk_done, self.durable)
+                    .with_series(s.series.clone()),
                 Some(s.cursor.clone()),
             ),
             None => (
@@ -353,6 +357,7 @@ impl SourceRuntime {
         {
             let mut st = lock(&w.status);
             st.last_poll = Some(now);
+            st.last_duration = Some(secs);
             match &result {
                 Ok(report) => {
                     self.metrics

@@ -6,8 +6,9 @@
 //! every lock here is held for a few field copies.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::ledger::{SourceLedger, WebhookLedger};
 use crate::state::WebhookState;
@@ -48,6 +49,8 @@ pub struct PollStatus {
     pub last_poll: Option<f64>,
     /// The last walk's error, bounded text without secrets.
     pub last_error: Option<String>,
+    /// How long the last walk took, in seconds.
+    pub last_duration: Option<f64>,
 }
 
 /// One watched webhook (an Authing webhook or a Bird subscription).
@@ -84,6 +87,7 @@ impl WebhookHandle {
         let info = self.info();
         let state = WebhookState {
             counts: self.ledger.snapshot(),
+            series: self.ledger.series_snapshot(),
             first_walk_done: self.ledger.first_walk_done(),
             cursor,
             name: info.name,
@@ -127,6 +131,8 @@ pub struct SourceHandle {
     discovery_done: AtomicBool,
     /// The last discovery error, if the last discovery failed.
     pub discovery_error: Mutex<Option<String>>,
+    /// The configured poll interval, in milliseconds (0: not set).
+    poll_interval_ms: AtomicU64,
 }
 
 impl SourceHandle {
@@ -139,6 +145,21 @@ impl SourceHandle {
             webhooks: RwLock::new(BTreeMap::new()),
             discovery_done: AtomicBool::new(false),
             discovery_error: Mutex::new(None),
+            poll_interval_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the poll interval its webhooks are walked at (for the status page).
+    pub fn set_poll_interval(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.poll_interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The poll interval, if set.
+    pub fn poll_interval(&self) -> Option<Duration> {
+        match self.poll_interval_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
         }
     }
 

@@ -1,11 +1,11 @@
-//! HTTP endpoints: `/metrics`, `/healthz`, `/ready`, the landing page `/`.
+//! HTTP endpoints: `/metrics`, `/healthz`, `/ready`, the status page `/`
+//! ([`crate::status_page`]).
 //!
 //! Handlers only read the registry and the self-metrics; none calls a
 //! provider. Rendering runs on the blocking pool so a large scrape never holds
 //! a runtime worker that pollers need. [`serve_with`] adds what
 //! `--web.config.file` asks for (TLS, basic auth: [`crate::webconfig`]).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -138,82 +138,17 @@ async fn ready(State(st): State<AppState>) -> Response {
     }
 }
 
-fn html_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '&' => o.push_str("&amp;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn ago(now: f64, t: Option<f64>) -> String {
-    match t {
-        Some(t) => format!("{:.0}s ago", (now - t).max(0.0)),
-        None => "never".into(),
-    }
-}
-
-async fn landing(State(st): State<AppState>) -> Html<String> {
+async fn landing(State(st): State<AppState>) -> Response {
     let now = crate::util::unix_now();
-    let path = html_escape(&st.telemetry_path);
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>webhook-log-exporter</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.up{{color:#070}}.down{{color:#b00}}</style>\
-         </head><body><h1>webhook-log-exporter</h1><p>version {}</p>\
-         <p><a href=\"{path}\">Metrics</a> · <a href=\"/healthz\">Health</a> · <a href=\"/ready\">Ready</a></p>\
-         <table><tr><th>source</th><th>provider</th><th>webhook</th><th>name</th><th>enabled</th>\
-         <th>last poll</th><th>result</th><th>last success</th></tr>",
-        env!("CARGO_PKG_VERSION")
-    );
-    for s in st.registry.sources() {
-        let webhooks = s.webhooks();
-        if webhooks.is_empty() {
-            let why = crate::util::lock(&s.discovery_error)
-                .clone()
-                .unwrap_or_else(|| "no webhooks yet".into());
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td colspan=\"6\">{}</td></tr>",
-                html_escape(&s.name),
-                s.provider,
-                html_escape(&why)
-            );
-        }
-        for w in webhooks {
-            let info = w.info();
-            let status = w.status();
-            let result = match (status.up, &status.last_error) {
-                (None, _) => "<span>pending</span>".to_string(),
-                (Some(true), _) => "<span class=\"up\">ok</span>".to_string(),
-                (Some(false), e) => format!(
-                    "<span class=\"down\">error: {}</span>",
-                    html_escape(e.as_deref().unwrap_or(""))
-                ),
-            };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                html_escape(&s.name),
-                s.provider,
-                html_escape(&w.id),
-                html_escape(&info.name),
-                info.enabled,
-                ago(now, status.last_poll),
-                result,
-                ago(now, status.last_success),
-            );
+    let page = tokio::task::spawn_blocking(move || {
+        crate::status_page::render(&st.registry, &st.telemetry_path, now)
+    })
+    .await;
+    match page {
+        Ok(page) => Html(page).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering the status page failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
         }
     }
-    h.push_str("</table></body></html>\n");
-    Html(h)
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::WebhookCounts;
+use crate::timeseries::Series;
 
 /// Version of the file format; a file of another version is set aside.
 pub const VERSION: u32 = 1;
@@ -68,6 +69,9 @@ pub struct WebhookState {
     /// Subscribed events.
     #[serde(default)]
     pub events: Vec<String>,
+    /// The status page's last 24 h (absent in files of 0.1.0: starts empty).
+    #[serde(default)]
+    pub series: Series,
 }
 
 /// What loading found.
