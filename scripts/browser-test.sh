@@ -169,4 +169,4 @@ if [ -n "$keep" ]; then
   cp "$out/status-page.png" "$keep"
   echo "copied to $keep"
 fi
-echo "browser test passed"
+echo "browser-test: 1 passed, 0 failed"

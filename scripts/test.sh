@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the project: unit tests, integration tests against the
 # real server and the simulator on loopback, the alert-rule and dashboard
-# tests (promtool, amtool) and the end-to-end test with a real Prometheus and
-# Alertmanager. Those come from Debian's packages; installed here when missing.
+# tests (promtool, amtool), the end-to-end test with a real Prometheus and
+# Alertmanager (Debian's packages, installed here when missing), the official
+# Authing/GenAuth SDKs against the simulator (PyPI, in a venv under target/)
+# and the status page in headless Chromium (Debian's chromium, installed by
+# browser-test.sh when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +31,6 @@ cargo test --locked --all-targets "$@"
 
 # The official SDKs against the simulator.
 bash scripts/sdk-contract.sh
+
+# The status page in headless Chromium, against /metrics.
+bash scripts/browser-test.sh
