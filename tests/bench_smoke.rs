@@ -13,6 +13,7 @@ const FIGURES: &[&str] = &[
     "bird_entries_per_s",
     "scrape_ms_p50",
     "scrape_ms_p99",
+    "status_page_ms_p50",
     "rss_mib_1k_webhooks",
     "quota_utilization",
     "quota_peak_1s",
