@@ -11,7 +11,7 @@
 //! (`backon`), at most `max_retries` times.
 //!
 //! A provider never counts an error itself: [`ApiClient::call`] counts what the
-//! call, the provider's policy and the provider's decoder return. Answers come
+//! call and the provider's decoder return. Answers come
 //! back whole ([`Response`]: status, headers, body), and a `304` to a
 //! conditional request (`If-None-Match`) is an answer, not an error.
 
@@ -181,8 +181,9 @@ impl Response {
 }
 
 /// What a provider's answers mean beyond the HTTP status: its throttling
-/// answers, and errors it reports inside a 2xx body. Given to the client of
-/// each source by its provider, so that the client can count every error.
+/// answers. Given to the client of each source by its provider. (Errors a
+/// provider reports inside a 2xx body are its decoder's to return; the
+/// client counts them like its own.)
 pub trait Policy: Send + Sync {
     /// For a non-2xx answer: `Some(wait)` if it means "slow down", with how
     /// long to wait if the answer says (`None` inside: back off). The default
@@ -194,11 +195,6 @@ pub trait Policy: Send + Sync {
         now: SystemTime,
     ) -> Option<Option<Duration>> {
         (status == StatusCode::TOO_MANY_REQUESTS).then(|| parse_retry_after(headers, now))
-    }
-
-    /// An error carried by a 2xx answer's body (default: none).
-    fn body_error(&self, _endpoint: &str, _body: &[u8]) -> Option<ApiError> {
-        None
     }
 }
 
@@ -437,9 +433,6 @@ impl ApiClient {
                 Ok(None) => break,
                 Err(e) => return (Some(status), Err(transport_error(e))),
             }
-        }
-        if let Some(e) = self.policy.body_error(req.endpoint, &body) {
-            return (Some(status), Err(e));
         }
         let headers = std::mem::take(resp.headers_mut());
         (

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use super::dedupe::Key;
-use crate::client::{ApiError, Policy, short};
+use crate::client::{ApiError, short};
 use crate::ledger::{Attempt, StatusLabel};
 
 /// The `event` label of an entry whose `eventName` is empty or missing.
@@ -28,60 +28,67 @@ pub(super) const EP_TOKEN: &str = "get-management-token";
 pub(super) const EP_LIST: &str = "list-webhooks";
 pub(super) const EP_LOGS: &str = "get-webhook-logs";
 
-/// Authing answers errors as an HTTP status or as HTTP 200 with a body
-/// `statusCode` other than 200: both are errors, and the client counts them.
-#[derive(Debug, Default)]
-pub(super) struct AuthingAnswers;
-
-impl Policy for AuthingAnswers {
-    fn body_error(&self, endpoint: &str, body: &[u8]) -> Option<ApiError> {
-        #[derive(Deserialize)]
-        struct Status {
-            #[serde(rename = "statusCode")]
-            status_code: Option<i64>,
-            #[serde(default)]
-            message: String,
-        }
-        let status: Status = match serde_json::from_slice(body) {
-            Ok(s) => s,
-            // Not even an envelope: the endpoint's decoder says what is wrong.
-            Err(_) => return None,
-        };
-        match (status.status_code, endpoint) {
-            (Some(200), _) | (None, EP_TOKEN) => None,
-            (None, _) => Some(ApiError::Decode("response without statusCode".into())),
-            (Some(code @ (429 | 500..)), _) => Some(ApiError::Api {
-                code,
-                message: short(&status.message),
-            }),
-            (Some(code), EP_TOKEN) => Some(ApiError::Auth(format!(
-                "access key refused ({code}: {})",
-                short(&status.message)
-            ))),
-            (Some(code), _) => Some(ApiError::Api {
-                code,
-                message: short(&status.message),
-            }),
-        }
-    }
-}
-
-/// Every answer's wrapper; its `statusCode` and `message` were checked by
-/// [`AuthingAnswers`] before the decoder sees it.
+/// Every answer's wrapper. Authing answers errors as an HTTP status or as
+/// HTTP 200 with a body `statusCode` other than 200: both are errors, and
+/// the client counts an error the decoder returns like its own.
 #[derive(Deserialize)]
 struct Envelope<D> {
+    #[serde(rename = "statusCode")]
+    status_code: Option<i64>,
+    #[serde(default)]
+    message: String,
     data: Option<D>,
 }
 
-/// The data of an answer; `what` names the answer in the error.
+/// Just the status of an answer whose data did not decode.
+#[derive(Deserialize)]
+struct Status {
+    #[serde(rename = "statusCode")]
+    status_code: Option<i64>,
+    #[serde(default)]
+    message: String,
+}
+
+/// The error a body `statusCode` means on `endpoint`, if any. A token answer
+/// may omit the code, and a refusal there is an auth error.
+fn status_error(code: Option<i64>, message: &str, endpoint: &str) -> Option<ApiError> {
+    match (code, endpoint) {
+        (Some(200), _) | (None, EP_TOKEN) => None,
+        (None, _) => Some(ApiError::Decode("response without statusCode".into())),
+        (Some(code @ (429 | 500..)), _) => Some(ApiError::Api {
+            code,
+            message: short(message),
+        }),
+        (Some(code), EP_TOKEN) => Some(ApiError::Auth(format!(
+            "access key refused ({code}: {})",
+            short(message)
+        ))),
+        (Some(code), _) => Some(ApiError::Api {
+            code,
+            message: short(message),
+        }),
+    }
+}
+
+/// The data of an answer from `endpoint`, decoded in one pass with its
+/// status. A body whose data does not decode is still the error its
+/// `statusCode` says, if it says one.
 pub(super) fn decode_data<'a, D: Deserialize<'a>>(
     bytes: &'a [u8],
-    what: &str,
+    endpoint: &str,
 ) -> Result<D, ApiError> {
-    let env: Envelope<D> =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(short(&e.to_string())))?;
+    let env: Envelope<D> = serde_json::from_slice(bytes).map_err(|e| {
+        serde_json::from_slice::<Status>(bytes)
+            .ok()
+            .and_then(|s| s.status_code.filter(|c| *c != 200).map(|c| (c, s.message)))
+            .and_then(|(c, m)| status_error(Some(c), &m, endpoint))
+            .unwrap_or_else(|| ApiError::Decode(short(&e.to_string())))
+    })?;
+    if let Some(e) = status_error(env.status_code, &env.message, endpoint) {
+        return Err(e);
+    }
     env.data
-        .ok_or_else(|| ApiError::Decode(format!("{what} without data")))
+        .ok_or_else(|| ApiError::Decode(format!("{endpoint} answer without data")))
 }
 
 /// The `data` of a `get-webhook-logs` answer.
@@ -279,7 +286,7 @@ pub(super) struct LogsPage {
 impl LogsPage {
     /// Decodes the body of a `get-webhook-logs` answer.
     pub(super) fn decode(body: &[u8]) -> Result<LogsPage, ApiError> {
-        let data: LogsData<'_> = decode_data(body, "logs response")?;
+        let data: LogsData<'_> = decode_data(body, EP_LOGS)?;
         let total = data.total_count.unwrap_or(data.list.len() as u64);
         let mut scratch = Vec::new();
         let entries = data
@@ -552,8 +559,13 @@ mod tests {
 
     #[test]
     fn body_status_codes_are_errors_the_client_counts() {
-        let p = AuthingAnswers;
-        let err = |ep: &str, body: &str| p.body_error(ep, body.as_bytes()).map(|e| e.to_string());
+        #[derive(Debug, Deserialize)]
+        struct Any {}
+        let err = |ep: &str, body: &str| {
+            decode_data::<Any>(body.as_bytes(), ep)
+                .err()
+                .map(|e| e.to_string())
+        };
         assert_eq!(err(EP_LOGS, r#"{"statusCode":200,"data":{}}"#), None);
         assert_eq!(
             err(
@@ -562,21 +574,26 @@ mod tests {
             ),
             Some("API error 400: limit must be ≤ 50".into())
         );
+        // An error body whose data has another shape is still that error.
+        assert_eq!(
+            err(EP_LOGS, r#"{"statusCode":500,"message":"down","data":"x"}"#),
+            Some("API error 500: down".into())
+        );
         assert_eq!(
             err(EP_LOGS, r#"{"data":{}}"#),
             Some("undecodable response: response without statusCode".into())
         );
         // A token answer may omit it; a refusal there is an auth error.
-        assert_eq!(err(EP_TOKEN, r#"{"data":{"access_token":"t"}}"#), None);
+        assert_eq!(err(EP_TOKEN, r#"{"data":{}}"#), None);
         assert!(matches!(
-            p.body_error(EP_TOKEN, br#"{"statusCode":403,"message":"no"}"#),
-            Some(ApiError::Auth(_))
+            decode_data::<Any>(br#"{"statusCode":403,"message":"no"}"#, EP_TOKEN),
+            Err(ApiError::Auth(_))
         ));
         assert!(
-            p.body_error(EP_LOGS, br#"{"statusCode":429,"message":"slow"}"#)
-                .is_some_and(|e| e.is_throttle() && e.is_retryable())
+            decode_data::<Any>(br#"{"statusCode":429,"message":"slow"}"#, EP_LOGS)
+                .is_err_and(|e| e.is_throttle() && e.is_retryable())
         );
-        // Not JSON at all: the decoder reports it.
-        assert_eq!(err(EP_LOGS, "<html>"), None);
+        // Not JSON at all: a decode error.
+        assert!(err(EP_LOGS, "<html>").is_some_and(|e| e.starts_with("undecodable")));
     }
 }

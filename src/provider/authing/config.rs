@@ -5,8 +5,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::Authing;
-use super::api::AuthingAnswers;
-use crate::client::{ApiClient, Policy};
+use crate::client::ApiClient;
 use crate::config::{ConfigError, Global, Scalar, SourceConfig, SourceKeys};
 use crate::provider::walk::WalkSettings;
 use crate::provider::{Provider, ProviderConfig, Registration, same_config};
@@ -127,10 +126,6 @@ impl ProviderConfig for AuthingConfig {
         } else {
             Vec::new()
         }
-    }
-
-    fn policy(&self) -> Arc<dyn Policy> {
-        Arc::new(AuthingAnswers)
     }
 
     fn build(

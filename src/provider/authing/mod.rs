@@ -147,7 +147,7 @@ impl Authing {
         };
         let data: Data = self
             .client
-            .call(&req, |resp| decode_data(&resp.body, "token response"))
+            .call(&req, |resp| decode_data(&resp.body, EP_TOKEN))
             .await
             .map_err(|e| match e {
                 ApiError::Http {
@@ -314,7 +314,7 @@ impl Provider for Arc<Authing> {
                                 body: None,
                             }
                         },
-                        |resp| decode_data(&resp.body, "list-webhooks"),
+                        |resp| decode_data(&resp.body, EP_LIST),
                     )
                     .await?;
                 let n = data.list.len() as u64;
