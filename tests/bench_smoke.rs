@@ -6,7 +6,7 @@
 use std::process::Command;
 
 /// Every figure the bench prints, in order (the module doc of
-/// `src/bin/bench.rs` has their targets).
+/// `src/bin/bench/` has their targets).
 const FIGURES: &[&str] = &[
     "ingest_entries_per_s",
     "cpu_us_per_entry",
