@@ -16,6 +16,7 @@
 //! conditional request (`If-None-Match`) is an answer, not an error.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -214,6 +215,9 @@ pub struct ApiClient {
     policy: Arc<dyn Policy>,
     max_body: usize,
     max_retries: u32,
+    /// Walks of this source waiting for their turn (set by the scheduler):
+    /// while any waits, optional calls are not made.
+    walks_waiting: AtomicUsize,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -291,6 +295,7 @@ impl ApiClient {
             policy: settings.policy,
             max_body: settings.max_body,
             max_retries: settings.max_retries,
+            walks_waiting: AtomicUsize::new(0),
         })
     }
 
@@ -302,6 +307,12 @@ impl ApiClient {
     /// One call, after the limiter and any cooldown: the answer, or the error
     /// it made (counted). No retries: see [`ApiClient::call`].
     pub async fn send(&self, req: &Request) -> Result<Response, ApiError> {
+        self.wait_turn().await;
+        self.send_now(req).await
+    }
+
+    /// Waits for the limiter and any cooldown.
+    async fn wait_turn(&self) {
         // A cooldown may begin while this call waits for the limiter: check again
         // after it, so no call leaves during a Retry-After.
         loop {
@@ -315,6 +326,10 @@ impl ApiClient {
                 break;
             }
         }
+    }
+
+    /// The call, its turn already taken.
+    async fn send_now(&self, req: &Request) -> Result<Response, ApiError> {
         let start = Instant::now();
         let (status, result) = self.send_once(req).await;
         let status_label = status.map_or_else(|| "none".to_string(), |s| s.as_u16().to_string());
@@ -343,6 +358,48 @@ impl ApiClient {
             decode(resp).inspect_err(|e| self.count_error(e))
         })
         .await
+    }
+
+    /// The scheduler's count of walks waiting for their turn; while it is
+    /// not 0, [`ApiClient::call_optional`] makes no call.
+    pub fn set_walks_waiting(&self, n: usize) {
+        self.walks_waiting.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether an optional call may go now, taking the limiter's cell if so:
+    /// no walk waits for its turn, no cooldown runs and the limiter has a
+    /// cell free this instant (so it never delays a walk's call).
+    fn take_spare(&self) -> bool {
+        self.walks_waiting.load(Ordering::Relaxed) == 0
+            && lock(&self.cooldown_until).is_none_or(|t| t <= Instant::now())
+            && self.limiter.check().is_ok()
+    }
+
+    /// An optional call (one that only adds detail, such as Bird's
+    /// per-attempt details, or a re-discovery): made only from what walks
+    /// leave of the quota. `None` when it cannot be afforded now; the caller
+    /// decides what that means (later, or `status_code="unknown"`).
+    /// Retries, if any, wait for the limiter like any call.
+    pub async fn call_optional<T>(
+        &self,
+        req: &Request,
+        decode: impl Fn(Response) -> Result<T, ApiError>,
+    ) -> Option<Result<T, ApiError>> {
+        if !self.take_spare() {
+            return None;
+        }
+        let first = AtomicBool::new(true);
+        Some(
+            self.retrying(|| async {
+                let resp = if first.swap(false, Ordering::Relaxed) {
+                    self.send_now(req).await?
+                } else {
+                    self.send(req).await?
+                };
+                decode(resp).inspect_err(|e| self.count_error(e))
+            })
+            .await,
+        )
     }
 
     /// Counts an error, and starts the source's cooldown if it asked for one.

@@ -200,3 +200,36 @@ async fn decoder_errors_are_counted_by_the_client_and_retried() {
     // The first try and both retries.
     assert_eq!(count(&metrics, "decode"), 3);
 }
+
+#[tokio::test]
+async fn optional_calls_take_only_what_walks_leave() {
+    let base = server(Arc::default()).await;
+    let metrics = Arc::new(SelfMetrics::new().expect("metrics"));
+    let c = client(Arc::new(PlainHttp), metrics.clone());
+    let req = get_req(&base, "etag");
+    let ok = |r: reqwest::StatusCode| r.as_u16();
+    // A free limiter and no walk waiting: the call is made.
+    let made = c.call_optional(&req, |r| Ok(ok(r.status))).await;
+    assert_eq!(made.map(|r| r.ok()), Some(Some(200)));
+    // A walk waiting for its turn: no optional call, and none is sent.
+    c.set_walks_waiting(1);
+    assert!(c.call_optional(&req, |r| Ok(ok(r.status))).await.is_none());
+    c.set_walks_waiting(0);
+    // The burst of 10 spent by ordinary calls: the limiter has no cell this
+    // instant, so an optional call is refused rather than waiting.
+    for _ in 0..10 {
+        c.send(&req).await.expect("answer");
+    }
+    let mut refused = 0;
+    for _ in 0..3 {
+        if c.call_optional(&req, |r| Ok(ok(r.status))).await.is_none() {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "optional calls went through a spent limiter");
+    let sent = metrics
+        .api_requests
+        .with_label_values(&["s", "test", "200"])
+        .get();
+    assert!(sent <= 12, "{sent} calls sent");
+}
