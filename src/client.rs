@@ -386,6 +386,7 @@ impl ApiClient {
         decode: impl Fn(Response) -> Result<T, ApiError>,
     ) -> Option<Result<T, ApiError>> {
         if !self.take_spare() {
+            self.metrics.optional_skipped(&self.source, req.endpoint);
             return None;
         }
         let first = AtomicBool::new(true);

@@ -232,4 +232,9 @@ async fn optional_calls_take_only_what_walks_leave() {
         .with_label_values(&["s", "test", "200"])
         .get();
     assert!(sent <= 12, "{sent} calls sent");
+    let skipped = metrics
+        .api_optional_skipped
+        .with_label_values(&["s", "test"])
+        .get();
+    assert_eq!(skipped, 1 + refused);
 }

@@ -20,6 +20,23 @@ pub struct SelfMetrics {
     pub api_request_duration: HistogramVec,
     /// `webhook_exporter_api_throttled_total{source}`.
     pub api_throttled: IntCounterVec,
+    /// `webhook_exporter_api_not_modified_total{source}`: conditional requests
+    /// answered `304` (free of the provider's quota).
+    pub api_not_modified: IntCounterVec,
+    /// `webhook_exporter_api_quota_remaining{source}`: calls left in the
+    /// provider's own window, where its answers say (GitHub's
+    /// `x-ratelimit-remaining`).
+    pub api_quota_remaining: prometheus::GaugeVec,
+    /// `webhook_exporter_api_optional_skipped_total{source,endpoint}`:
+    /// optional calls (details, re-discovery) not made because walks needed
+    /// the quota.
+    pub api_optional_skipped: IntCounterVec,
+    /// `webhook_exporter_walk_delay_seconds{source}`: how long after it was
+    /// due each walk started.
+    pub walk_delay: HistogramVec,
+    /// `webhook_exporter_poll_interval_seconds{source,webhook}`: the interval
+    /// the scheduler now walks that webhook at.
+    pub poll_interval: prometheus::GaugeVec,
     /// `webhook_exporter_api_errors_total{source,reason}`.
     pub api_errors: IntCounterVec,
     /// (source, endpoint, status) label sets used, so a removed source's
@@ -51,8 +68,18 @@ pub struct SelfMetrics {
     /// the rules need to know of a source (a Bird workspace that logs only
     /// failed requests has no traffic total to divide by).
     source_info: IntGaugeVec,
+    /// (source, family, second label) of the per-endpoint and per-webhook
+    /// series above, so a removed source's or webhook's can be deleted.
+    second_labels: std::sync::Mutex<std::collections::HashSet<(String, Second, String)>>,
     /// Each source's `source_info` labels, to delete them with the source.
     source_info_labels: std::sync::Mutex<std::collections::HashMap<String, [&'static str; 2]>>,
+}
+
+/// Which family a [`SelfMetrics::second_labels`] entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Second {
+    Endpoint,
+    Webhook,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -134,6 +161,49 @@ impl SelfMetrics {
         registry.register(Box::new(api_requests.clone()))?;
         registry.register(Box::new(api_request_duration.clone()))?;
         registry.register(Box::new(api_throttled.clone()))?;
+        let api_not_modified = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_api_not_modified_total",
+                "Conditional requests answered 304 Not Modified (free of the provider's quota).",
+            ),
+            &["source"],
+        )?;
+        let api_quota_remaining = prometheus::GaugeVec::new(
+            Opts::new(
+                "webhook_exporter_api_quota_remaining",
+                "Calls left in the provider's own rate-limit window, where its answers say.",
+            ),
+            &["source"],
+        )?;
+        let api_optional_skipped = IntCounterVec::new(
+            Opts::new(
+                "webhook_exporter_api_optional_skipped_total",
+                "Optional calls (per-attempt details, re-discovery) not made because walks needed the quota.",
+            ),
+            &["source", "endpoint"],
+        )?;
+        let walk_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "webhook_exporter_walk_delay_seconds",
+                "How long after it was due each walk started (the quota's shortfall).",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
+            &["source"],
+        )?;
+        let poll_interval = prometheus::GaugeVec::new(
+            Opts::new(
+                "webhook_exporter_poll_interval_seconds",
+                "The interval the scheduler now walks the webhook at.",
+            ),
+            &["source", "webhook"],
+        )?;
+        registry.register(Box::new(api_not_modified.clone()))?;
+        registry.register(Box::new(api_quota_remaining.clone()))?;
+        registry.register(Box::new(api_optional_skipped.clone()))?;
+        registry.register(Box::new(walk_delay.clone()))?;
+        registry.register(Box::new(poll_interval.clone()))?;
         registry.register(Box::new(api_errors.clone()))?;
         registry.register(Box::new(build_info))?;
         let shard_info = IntGaugeVec::new(
@@ -227,6 +297,11 @@ impl SelfMetrics {
             api_requests,
             api_request_duration,
             api_throttled,
+            api_not_modified,
+            api_quota_remaining,
+            api_optional_skipped,
+            walk_delay,
+            poll_interval,
             api_errors,
             api_labels: std::sync::Mutex::new(std::collections::HashSet::new()),
             state_writes,
@@ -241,7 +316,34 @@ impl SelfMetrics {
             shard_info,
             source_info,
             source_info_labels: std::sync::Mutex::default(),
+            second_labels: std::sync::Mutex::default(),
         })
+    }
+
+    /// Counts an optional call not made (`api_optional_skipped_total`).
+    pub fn optional_skipped(&self, source: &str, endpoint: &'static str) {
+        self.api_optional_skipped
+            .with_label_values(&[source, endpoint])
+            .inc();
+        lock(&self.second_labels).insert((source.into(), Second::Endpoint, endpoint.into()));
+    }
+
+    /// Sets the interval a webhook is walked at (`poll_interval_seconds`).
+    pub fn set_poll_interval(&self, source: &str, webhook: &str, seconds: f64) {
+        self.poll_interval
+            .with_label_values(&[source, webhook])
+            .set(seconds);
+        lock(&self.second_labels).insert((source.into(), Second::Webhook, webhook.into()));
+    }
+
+    /// Deletes the series of a webhook no longer watched.
+    pub fn remove_webhook(&self, source: &str, webhook: &str) {
+        let _ = self.poll_interval.remove_label_values(&[source, webhook]);
+        lock(&self.second_labels).remove(&(
+            source.to_string(),
+            Second::Webhook,
+            webhook.to_string(),
+        ));
     }
 
     /// Says which shard this process is (`webhook_exporter_shard_info`).
@@ -292,6 +394,21 @@ impl SelfMetrics {
         }
         let _ = self.poll_duration.remove_label_values(&[source]);
         let _ = self.api_throttled.remove_label_values(&[source]);
+        let _ = self.api_not_modified.remove_label_values(&[source]);
+        let _ = self.api_quota_remaining.remove_label_values(&[source]);
+        let _ = self.walk_delay.remove_label_values(&[source]);
+        lock(&self.second_labels).retain(|(s, family, second)| {
+            if s != source {
+                return true;
+            }
+            let _ = match family {
+                Second::Endpoint => self
+                    .api_optional_skipped
+                    .remove_label_values(&[source, second]),
+                Second::Webhook => self.poll_interval.remove_label_values(&[source, second]),
+            };
+            false
+        });
         for reason in ERROR_REASONS {
             let _ = self.api_errors.remove_label_values(&[source, reason]);
         }
@@ -317,6 +434,8 @@ impl SelfMetrics {
             self.polls.with_label_values(&[source, result]);
         }
         self.api_throttled.with_label_values(&[source]);
+        self.api_not_modified.with_label_values(&[source]);
+        self.walk_delay.with_label_values(&[source]);
         for reason in ERROR_REASONS {
             self.api_errors.with_label_values(&[source, reason]);
         }
