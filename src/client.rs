@@ -10,6 +10,13 @@
 //! connection errors, the call is retried with exponential backoff and jitter
 //! (`backon`), at most `max_retries` times.
 //!
+//! A provider with its own quota window (GitHub's `x-ratelimit-*`) says so
+//! through [`Policy::quota`], read off every answer: the client exports what
+//! is left (`webhook_exporter_api_quota_remaining`) and, once nothing is,
+//! closes the source until the window resets, however far away that is (at
+//! most [`MAX_QUOTA_WAIT`]), rather than spending calls that must fail.
+//! `304`s are counted in `webhook_exporter_api_not_modified_total`.
+//!
 //! A provider never counts an error itself: [`ApiClient::call`] counts what the
 //! call and the provider's decoder return. Answers come
 //! back whole ([`Response`]: status, headers, body), and a `304` to a
@@ -32,6 +39,12 @@ use crate::util::lock;
 /// Longest cooldown a `Retry-After` or reset time may impose (a guard against
 /// absurd values).
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+
+/// Longest a spent quota window closes the source: a provider's window resets
+/// at most an hour after it opened (GitHub: hourly), plus slack for clock
+/// skew. Longer claims are treated as this long (then the next answer says
+/// again).
+pub const MAX_QUOTA_WAIT: Duration = Duration::from_secs(3600 + 120);
 
 /// A failed API call. `reason()` is the `webhook_exporter_api_errors_total`
 /// label; the `Display` text is for logs and never holds a URL's query or a
@@ -197,6 +210,24 @@ pub trait Policy: Send + Sync {
     ) -> Option<Option<Duration>> {
         (status == StatusCode::TOO_MANY_REQUESTS).then(|| parse_retry_after(headers, now))
     }
+
+    /// What an answer (any: 2xx, `304`, an error status) says of the
+    /// provider's quota window, if it has one. The client exports
+    /// `remaining` and, when it is 0, makes no call to the source until the
+    /// reset. The default: no window.
+    fn quota(&self, _headers: &HeaderMap, _now: SystemTime) -> Option<QuotaWindow> {
+        None
+    }
+}
+
+/// What an answer says of the provider's own quota window (GitHub's
+/// `x-ratelimit-remaining` and `x-ratelimit-reset`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuotaWindow {
+    /// Calls left in the window.
+    pub remaining: u64,
+    /// How long until the window resets, if the answer says.
+    pub reset_in: Option<Duration>,
 }
 
 /// The policy of an API with no conventions beyond HTTP.
@@ -211,6 +242,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     limiter: DefaultDirectRateLimiter,
     cooldown_until: Mutex<Option<Instant>>,
+    /// The end of the spent quota window last logged, so each is logged once.
+    quota_logged: Mutex<Option<Instant>>,
     metrics: Arc<SelfMetrics>,
     policy: Arc<dyn Policy>,
     max_body: usize,
@@ -291,6 +324,7 @@ impl ApiClient {
             http,
             limiter: RateLimiter::direct(quota),
             cooldown_until: Mutex::new(None),
+            quota_logged: Mutex::new(None),
             metrics,
             policy: settings.policy,
             max_body: settings.max_body,
@@ -418,18 +452,49 @@ impl ApiClient {
                 .with_label_values(&[&*self.source])
                 .inc();
             if let Some(wait) = e.retry_after() {
-                self.cool_down(wait);
+                self.cool_down(wait, MAX_COOLDOWN);
             }
         }
     }
 
-    /// Closes the source for `wait` (the longest cooldown asked for wins).
-    fn cool_down(&self, wait: Duration) {
-        let until = Instant::now() + wait.min(MAX_COOLDOWN);
+    /// Reads the provider's quota window off an answer: exports what is left
+    /// and, when nothing is, closes the source until the reset (logged once
+    /// per window). A spent window with no reset time waits [`MAX_COOLDOWN`].
+    fn note_quota(&self, headers: &HeaderMap) {
+        let Some(q) = self.policy.quota(headers, SystemTime::now()) else {
+            return;
+        };
+        self.metrics
+            .api_quota_remaining
+            .with_label_values(&[&*self.source])
+            .set(q.remaining as f64);
+        if q.remaining > 0 {
+            return;
+        }
+        let wait = q.reset_in.unwrap_or(MAX_COOLDOWN).min(MAX_QUOTA_WAIT);
+        let until = self.cool_down(wait, MAX_QUOTA_WAIT);
+        let mut logged = lock(&self.quota_logged);
+        // One line per window: a later answer of the same window ends within
+        // a second or two of the one logged.
+        if logged.is_none_or(|t| until > t + Duration::from_secs(5)) {
+            *logged = Some(until);
+            tracing::warn!(
+                source = %self.source,
+                wait_seconds = wait.as_secs(),
+                "the provider's quota window is spent; no call to this source until it resets"
+            );
+        }
+    }
+
+    /// Closes the source for `wait`, at most `cap` (the longest cooldown
+    /// asked for wins); returns when it opens again.
+    fn cool_down(&self, wait: Duration, cap: Duration) -> Instant {
+        let until = Instant::now() + wait.min(cap);
         let mut c = lock(&self.cooldown_until);
         if c.is_none_or(|t| t < until) {
             *c = Some(until);
         }
+        until
     }
 
     /// The call itself: the answer's status (if one came) and the outcome.
@@ -446,7 +511,12 @@ impl ApiClient {
             Err(e) => return (None, Err(transport_error(e))),
         };
         let status = resp.status();
+        self.note_quota(resp.headers());
         if status == StatusCode::NOT_MODIFIED {
+            self.metrics
+                .api_not_modified
+                .with_label_values(&[&*self.source])
+                .inc();
             let headers = std::mem::take(resp.headers_mut());
             return (
                 Some(status),

@@ -15,7 +15,7 @@ use axum::routing::get;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
 use webhook_log_exporter::client::{
-    ApiClient, ApiError, ClientSettings, PlainHttp, Policy, Request,
+    ApiClient, ApiError, ClientSettings, PlainHttp, Policy, QuotaWindow, Request,
 };
 use webhook_log_exporter::config::RateLimit;
 use webhook_log_exporter::metrics::SelfMetrics;
@@ -43,9 +43,41 @@ impl Policy for RemainingZero {
     }
 }
 
+/// A quota window in the answers: `x-ratelimit-remaining`, and the reset as
+/// `x-reset-in` seconds from now (for the test).
+struct Window;
+
+impl Policy for Window {
+    fn quota(&self, headers: &HeaderMap, _now: SystemTime) -> Option<QuotaWindow> {
+        let num = |k: &str| headers.get(k)?.to_str().ok()?.parse::<f64>().ok();
+        Some(QuotaWindow {
+            remaining: num("x-ratelimit-remaining")? as u64,
+            reset_in: num("x-reset-in").map(Duration::from_secs_f64),
+        })
+    }
+}
+
 async fn server(hits: Arc<AtomicUsize>) -> Url {
     let h = hits.clone();
+    let q = hits.clone();
     let app = Router::new()
+        .route(
+            "/window",
+            get(move || {
+                // The first answer spends the window (reset in 0.7 s), the
+                // next one opens a new window.
+                let n = q.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let left = if n == 0 { "0" } else { "4999" };
+                    (
+                        StatusCode::OK,
+                        [("x-ratelimit-remaining", left), ("x-reset-in", "0.7")],
+                        "[]",
+                    )
+                        .into_response()
+                }
+            }),
+        )
         .route(
             "/etag",
             get(|headers: HeaderMap| async move {
@@ -237,4 +269,48 @@ async fn optional_calls_take_only_what_walks_leave() {
         .with_label_values(&["s", "test"])
         .get();
     assert_eq!(skipped, 1 + refused);
+}
+
+#[tokio::test]
+async fn a_spent_quota_window_closes_the_source_until_its_reset() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let base = server(hits.clone()).await;
+    let metrics = Arc::new(SelfMetrics::new().expect("metrics"));
+    let c = client(Arc::new(Window), metrics.clone());
+    let left = || metrics.api_quota_remaining.with_label_values(&["s"]).get();
+    let req = get_req(&base, "window");
+    // The answer that spends the window is a good answer: nothing failed.
+    c.send(&req).await.expect("answer");
+    assert_eq!(left(), 0.0);
+    let start = Instant::now();
+    c.send(&req).await.expect("answer");
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(650), "{waited:?}");
+    assert_eq!(left(), 4999.0);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // A window is not a throttle, and no error was counted.
+    assert_eq!(metrics.api_throttled.with_label_values(&["s"]).get(), 0);
+    for reason in ["http", "auth", "timeout"] {
+        assert_eq!(count(&metrics, reason), 0);
+    }
+    // Without a window in the answers (the default policy) no gauge is set.
+    let plain = client(Arc::new(PlainHttp), metrics.clone());
+    let start = Instant::now();
+    plain.send(&req).await.expect("answer");
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn a_304_is_counted_as_not_modified() {
+    let base = server(Arc::default()).await;
+    let metrics = Arc::new(SelfMetrics::new().expect("metrics"));
+    let c = client(Arc::new(PlainHttp), metrics.clone());
+    let mut req = get_req(&base, "etag");
+    c.send(&req).await.expect("answer");
+    req.headers
+        .insert("if-none-match", HeaderValue::from_static("\"v1\""));
+    for _ in 0..3 {
+        assert!(c.send(&req).await.expect("answer").not_modified());
+    }
+    assert_eq!(metrics.api_not_modified.with_label_values(&["s"]).get(), 3);
 }
