@@ -59,6 +59,10 @@ pub const ATTEMPT_BUCKETS: &[f64] = &[
     1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
 ];
 
+/// Buckets of `webhook_delivery_duration_seconds` (GitHub gives up on a
+/// receiver after 10 s; the top buckets show who comes close).
+pub const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0];
+
 /// A histogram with fixed upper bounds; `counts[i]` is the non-cumulative count
 /// of bucket `i`, the last one being `+Inf`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +183,10 @@ pub struct EventCounts {
     pub requests: BTreeMap<Arc<str>, u64>,
     /// `webhook_request_attempts` (Bird); absent until the first terminal request.
     pub attempts: Option<Histogram>,
+    /// `webhook_redeliveries_total` (GitHub); absent until the provider first
+    /// reports a redelivery of this (webhook, event), or touches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeliveries: Option<u64>,
 }
 
 /// Everything counted for one webhook.
@@ -197,6 +205,10 @@ pub struct WebhookCounts {
     /// This webhook's share of `webhook_exporter_logs_invalid_total`.
     #[serde(default)]
     pub invalid: u64,
+    /// `webhook_delivery_duration_seconds`: how long the receiver took, where
+    /// the provider says; absent until the first such attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Histogram>,
 }
 
 /// Admitted values for lookup, and in admission order.
@@ -312,6 +324,12 @@ pub struct Attempt<'a> {
     pub error: Option<&'a str>,
     /// The attempt's own timestamp (unix seconds).
     pub ts: f64,
+    /// How long the receiver took to answer (seconds), where the provider
+    /// reports it (GitHub's `duration`).
+    pub duration: Option<f64>,
+    /// Whether the provider flags the attempt as a redelivery (GitHub): it
+    /// also counts in `webhook_redeliveries_total`.
+    pub redelivery: bool,
 }
 
 /// Longest `event` label value, in characters.
@@ -479,6 +497,15 @@ impl WebhookLedger {
         lock(&self.counts).events.entry(label).or_default();
     }
 
+    /// Makes sure `webhook_redeliveries_total` exists at zero for (webhook,
+    /// event), for providers that flag redeliveries.
+    pub fn touch_redeliveries(&self, src: &SourceLedger, raw_event: &str) {
+        let label = self.event_label(src, raw_event);
+        let mut c = lock(&self.counts);
+        let e = c.events.entry(label).or_default();
+        e.redeliveries.get_or_insert(0);
+    }
+
     /// Makes sure `webhook_requests_total` exists at zero for each of
     /// `statuses` of (webhook, event), so alert rules see the first one.
     pub fn touch_requests(&self, src: &SourceLedger, raw_event: &str, statuses: &[&str]) {
@@ -550,6 +577,7 @@ impl WebhookLedger {
                     && t.0.success == a.success
                     && t.0.event == a.event
                     && t.0.error == a.error
+                    && t.0.redelivery == a.redelivery
             };
             match tally.iter().position(same) {
                 Some(i) => {
@@ -568,8 +596,8 @@ impl WebhookLedger {
             };
             *last = Some(last.map_or(a.ts, |t| t.max(a.ts)));
         }
-        // (event label, status, error label of a failure, attempts)
-        type Labelled = (Arc<str>, StatusLabel, Option<Arc<str>>, u64);
+        // (event label, status, error label of a failure, redelivery, attempts)
+        type Labelled = (Arc<str>, StatusLabel, Option<Arc<str>>, bool, u64);
         let labelled: Vec<Labelled> = {
             // Lock order: event labels, error labels, then the source's caps.
             let mut events = lock(&self.event_labels);
@@ -579,7 +607,7 @@ impl WebhookLedger {
                 .map(|&(a, n)| {
                     let ev = Self::event_label_in(&mut events, src, a.event, n);
                     let err = (!a.success).then(|| Self::error_label_in(&mut errors, src, a, n));
-                    (ev, a.status, err, n)
+                    (ev, a.status, err, a.redelivery, n)
                 })
                 .collect()
         };
@@ -594,9 +622,12 @@ impl WebhookLedger {
         {
             let mut guard = lock(&self.counts);
             let c = &mut *guard;
-            for (ev, status, err, n) in labelled {
+            for (ev, status, err, redelivery, n) in labelled {
                 let e = c.events.entry(ev).or_default();
                 e.deliveries += n;
+                if redelivery {
+                    *e.redeliveries.get_or_insert(0) += n;
+                }
                 *e.responses.entry(status).or_insert(0) += n;
                 if let Some(err) = err {
                     e.failures += n;
@@ -609,6 +640,13 @@ impl WebhookLedger {
             ] {
                 if let Some(t) = seen {
                     *mine = Some(mine.map_or(t, |m| m.max(t)));
+                }
+            }
+            for d in attempts.iter().filter_map(|a| a.duration) {
+                if d.is_finite() && d >= 0.0 {
+                    c.duration
+                        .get_or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+                        .observe(DURATION_BUCKETS, d);
                 }
             }
         }
@@ -653,6 +691,8 @@ mod tests {
             success,
             error: Some("boom 42"),
             ts: 1.0,
+            duration: None,
+            redelivery: false,
         };
         w.record_attempts(
             &src,
@@ -701,6 +741,8 @@ mod tests {
             success: false,
             error: err,
             ts: 1.0,
+            duration: None,
+            redelivery: false,
         };
         w.record_attempts(
             &src,
@@ -750,6 +792,8 @@ mod tests {
             success,
             error,
             ts,
+            duration: None,
+            redelivery: false,
         };
         let page = [
             a("user:created", true, None, 1.0),
@@ -788,6 +832,8 @@ mod tests {
             success,
             error,
             ts,
+            duration: None,
+            redelivery: false,
         };
         let page = [
             a(true, None, now - 5.0),
@@ -810,5 +856,50 @@ mod tests {
                 .collect();
             assert_eq!(top, vec![("boom <n>".into(), 2), ("http_500".into(), 1)]);
         });
+    }
+
+    #[test]
+    fn durations_and_redeliveries_are_counted_and_saved() {
+        let src = SourceLedger::new("s", "github", 10, 10);
+        let w = WebhookLedger::default();
+        let a = |event, redelivery, duration| Attempt {
+            event,
+            status: StatusLabel::Code(200),
+            success: true,
+            error: None,
+            ts: 1.0,
+            duration,
+            redelivery,
+        };
+        w.touch_redeliveries(&src, "ping");
+        w.record_attempts(
+            &src,
+            &[
+                a("push", true, Some(0.27)),
+                a("push", false, Some(10.0)),
+                a("push", true, None),
+                a("issues", false, Some(f64::NAN)),
+            ],
+            None,
+        );
+        let c = w.snapshot();
+        assert_eq!(c.events["push"].deliveries, 3);
+        assert_eq!(c.events["push"].redeliveries, Some(2));
+        assert_eq!(c.events["issues"].redeliveries, None);
+        assert_eq!(c.events["ping"].redeliveries, Some(0));
+        let d = c.duration.as_ref().expect("durations");
+        // 0.27 in the 0.5 bucket, 10.0 in the 10 bucket (upper-inclusive).
+        assert_eq!(d.count(), 2);
+        assert_eq!(d.counts[3], 1);
+        assert_eq!(d.counts[8], 1);
+        assert!((d.sum - 10.27).abs() < 1e-9);
+        let json = serde_json::to_string(&c).expect("serializes");
+        let back: WebhookCounts = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, c);
+        // A file written before these fields existed still loads.
+        let old: WebhookCounts =
+            serde_json::from_str(r#"{"events":{"e":{"deliveries":1,"failures":0,"responses":{},"errors":{},"requests":{},"attempts":null}},"last_success":null,"last_failure":null}"#)
+                .expect("old form");
+        assert_eq!((old.events["e"].redeliveries, old.duration), (None, None));
     }
 }

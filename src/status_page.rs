@@ -519,6 +519,8 @@ mod tests {
                         .get(k % 7 % 2)
                         .copied(),
                         ts: now - f64::from(k as u32) * 143.0,
+                        duration: None,
+                        redelivery: false,
                     })
                     .collect();
                 ledger.record_attempts(&src, &attempts, Some(now));

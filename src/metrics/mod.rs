@@ -18,7 +18,9 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::ledger::{ATTEMPT_BUCKETS, Histogram, LAG_BUCKETS, StatusLabel, WebhookCounts};
+use crate::ledger::{
+    ATTEMPT_BUCKETS, DURATION_BUCKETS, Histogram, LAG_BUCKETS, StatusLabel, WebhookCounts,
+};
 use crate::registry::{Registry, SourceHandle, WebhookHandle};
 
 mod self_metrics;
@@ -160,7 +162,7 @@ fn event_sample(
 }
 
 /// The families with one series (or more) per (webhook, event).
-const PER_EVENT: [(&str, &str, &str); 6] = [
+const PER_EVENT: [(&str, &str, &str); 7] = [
     (
         "webhook_deliveries_total",
         "counter",
@@ -191,6 +193,11 @@ const PER_EVENT: [(&str, &str, &str); 6] = [
         "histogram",
         "Attempts per request at its terminal status (Bird).",
     ),
+    (
+        "webhook_redeliveries_total",
+        "counter",
+        "Attempts the provider flags as redeliveries (GitHub); counted in webhook_deliveries_total too.",
+    ),
 ];
 
 /// Renders the ledger-owned families. Each family is contiguous, as the
@@ -209,11 +216,11 @@ fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
         })
         .collect();
 
-    let mut families: [String; 6] = std::array::from_fn(|_| String::new());
+    let mut families: [String; 7] = std::array::from_fn(|_| String::new());
     for (buf, (name, kind, help)) in families.iter_mut().zip(PER_EVENT) {
         header(buf, name, kind, help);
     }
-    let heads: [String; 6] = std::array::from_fn(|i| format!("{}{{", PER_EVENT[i].0));
+    let heads: [String; 7] = std::array::from_fn(|i| format!("{}{{", PER_EVENT[i].0));
     let mut prefix = String::new();
     let mut code = String::new();
     let mut tails: Vec<SourceTail> = Vec::with_capacity(counted.len());
@@ -222,6 +229,7 @@ fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
             lag: Histogram::new(LAG_BUCKETS),
             invalid: 0,
             last: Vec::with_capacity(ws.len()),
+            durations: Vec::new(),
         };
         for w in ws {
             prefix.clear();
@@ -239,12 +247,22 @@ fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
                 }
                 tail.invalid += c.invalid;
                 tail.last.push((c.last_success, c.last_failure));
+                if let Some(d) = &c.duration {
+                    tail.durations.push((w.id.clone(), d.clone()));
+                }
                 for (event, e) in &c.events {
                     prefix.truncate(base);
                     escape_into(&mut prefix, event);
                     prefix.push('"');
-                    let [deliveries, failures, responses, errors, requests, attempts] =
-                        &mut families;
+                    let [
+                        deliveries,
+                        failures,
+                        responses,
+                        errors,
+                        requests,
+                        attempts,
+                        redeliveries,
+                    ] = &mut families;
                     event_sample(deliveries, &heads[0], &prefix, None, e.deliveries);
                     event_sample(failures, &heads[1], &prefix, None, e.failures);
                     for (status, n) in &e.responses {
@@ -273,6 +291,9 @@ fn render_ledger(sources: &[Arc<SourceHandle>], out: &mut String) {
                         ];
                         histogram(attempts, PER_EVENT[5].0, &labels, ATTEMPT_BUCKETS, h);
                     }
+                    if let Some(n) = e.redeliveries {
+                        event_sample(redeliveries, &heads[6], &prefix, None, n);
+                    }
                 }
             });
         }
@@ -294,6 +315,8 @@ struct SourceTail {
     invalid: u64,
     /// (last success, last failure) of each webhook, in `counted` order.
     last: Vec<(Option<f64>, Option<f64>)>,
+    /// The duration histograms of the webhooks that have one.
+    durations: Vec<(Arc<str>, Histogram)>,
 }
 
 /// The families after the per-event ones: a few series per webhook or source.
@@ -313,6 +336,29 @@ fn render_tail(all: &[Visible], counted: &[Visible], tails: &[SourceTail], out: 
             LAG_BUCKETS,
             &t.lag,
         );
+    }
+
+    header(
+        out,
+        "webhook_delivery_duration_seconds",
+        "histogram",
+        "How long the receiver took to answer, where the provider reports it (GitHub).",
+    );
+    for ((s, _), t) in counted.iter().zip(tails) {
+        for (id, h) in &t.durations {
+            let labels = [
+                ("source", &*s.name),
+                ("provider", s.provider),
+                ("webhook", &**id),
+            ];
+            histogram(
+                out,
+                "webhook_delivery_duration_seconds",
+                &labels,
+                DURATION_BUCKETS,
+                h,
+            );
+        }
     }
 
     header(
@@ -492,9 +538,14 @@ mod tests {
                                         put(with("execution_status", st), *n);
                                     }
                                 }
-                                _ => {
+                                5 => {
                                     if let Some(h) = &e.attempts {
                                         histogram(&mut out, name, &l, ATTEMPT_BUCKETS, h);
+                                    }
+                                }
+                                _ => {
+                                    if let Some(n) = e.redeliveries {
+                                        sample(&mut out, name, &l, n);
                                     }
                                 }
                             }
@@ -518,6 +569,8 @@ mod tests {
                 success,
                 error,
                 ts: 1.0,
+                duration: Some(0.3),
+                redelivery: status == StatusLabel::None,
             };
             ledger.record_attempts(
                 &src,

@@ -255,6 +255,8 @@ impl Entry {
             success: self.success,
             error: self.error.as_deref(),
             ts: self.ts_ms as f64 / 1000.0,
+            duration: None,
+            redelivery: false,
         }
     }
 }

@@ -337,6 +337,8 @@ fn attempt<'a>(
         // `http_<code>`, one without `unknown`; no response is its own label.
         error: (!success && status == StatusLabel::None).then_some(NO_RESPONSE),
         ts: ts_ms as f64 / 1000.0,
+        duration: None,
+        redelivery: false,
     }
 }
 
