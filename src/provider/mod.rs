@@ -10,6 +10,7 @@
 
 pub mod authing;
 pub mod bird;
+pub mod github;
 pub mod walk;
 
 pub use walk::WalkSettings;
@@ -26,7 +27,12 @@ use crate::ledger::{SourceLedger, WebhookLedger};
 
 /// Every provider the exporter knows: `provider:` in the config picks one by
 /// name. Adding a provider is one line here.
-pub const PROVIDERS: &[Registration] = &[authing::AUTHING, authing::GENAUTH, bird::BIRD];
+pub const PROVIDERS: &[Registration] = &[
+    authing::AUTHING,
+    authing::GENAUTH,
+    bird::BIRD,
+    github::GITHUB,
+];
 
 /// What the config needs to know of a provider before its own keys.
 #[derive(Debug)]
