@@ -8,12 +8,14 @@ use std::path::Path;
 use crate::config::Config;
 use crate::sim::authing::{AuthingSim, AuthingSimConfig};
 use crate::sim::bird::{BirdSim, BirdSimConfig};
+use crate::sim::github::{GitHubSim, GitHubSimConfig};
 
 /// The running simulators (they stop when this is dropped) and the config.
 #[derive(Debug)]
 pub struct Demo {
     authing: AuthingSim,
     bird: BirdSim,
+    github: GitHubSim,
     /// The exporter's configuration for the demo.
     pub config: Config,
 }
@@ -35,12 +37,21 @@ impl Demo {
             .await
             .map_err(failed)?;
         let bird = BirdSim::start(bird_cfg.clone()).await.map_err(failed)?;
+        let github_cfg = GitHubSimConfig {
+            rate_per_hook: 0.5,
+            failure_ratio: 0.15,
+            ..GitHubSimConfig::default()
+        };
+        let github = GitHubSim::start(github_cfg.clone()).await.map_err(failed)?;
         // A little history, so the first scrape already shows every series.
         for i in 0..authing_cfg.webhooks.len() {
             authing.generate(i, 20);
         }
         for i in 0..bird_cfg.subscriptions.len() {
             bird.generate(i, 5);
+        }
+        for i in 0..github_cfg.hooks.len() {
+            github.generate(i, 20);
         }
         let mut text = String::from(
             "# webhook-log-exporter demo: polling the embedded simulators.\n\
@@ -65,11 +76,20 @@ impl Demo {
             bird_cfg.organization_id,
             bird_cfg.workspace_id,
         );
+        let _ = write!(
+            text,
+            "  - name: github-demo\n    provider: github\n    base_url: {}\n    token: {}\n    \
+             repositories: [acme/api, acme/web]\n    organizations: [acme]\n    \
+             rate_limit: {{requests_per_second: 20, burst: 20}}\n",
+            github.base_url(),
+            github_cfg.token,
+        );
         let config =
             Config::parse(Path::new("demo.yml"), &text).map_err(|e| format!("demo config: {e}"))?;
         Ok(Demo {
             authing,
             bird,
+            github,
             config,
         })
     }
@@ -77,9 +97,10 @@ impl Demo {
     /// Where the simulated APIs are, for the log.
     pub fn describe(&self) -> String {
         format!(
-            "Authing API at {}, Bird API at {}",
+            "Authing API at {}, Bird API at {}, GitHub API at {}",
             self.authing.base_url(),
-            self.bird.base_url()
+            self.bird.base_url(),
+            self.github.base_url()
         )
     }
 }

@@ -3,3 +3,4 @@
 
 pub mod authing;
 pub mod bird;
+pub mod github;
