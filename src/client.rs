@@ -669,6 +669,55 @@ mod tests {
         assert_eq!(parse_retry_after(&h, now), None);
     }
 
+    /// A window that is always spent, resetting in `.0`.
+    struct Spent(Duration);
+
+    impl Policy for Spent {
+        fn quota(&self, _: &HeaderMap, _: SystemTime) -> Option<QuotaWindow> {
+            Some(QuotaWindow {
+                remaining: 0,
+                reset_in: Some(self.0),
+            })
+        }
+    }
+
+    fn closed_for(reset_in: Duration) -> Duration {
+        let metrics = Arc::new(SelfMetrics::new().expect("metrics"));
+        let c = ApiClient::new(
+            ClientSettings {
+                source: Arc::from("s"),
+                rate_limit: RateLimit {
+                    requests_per_second: 1.0,
+                    burst: std::num::NonZeroU32::MIN,
+                },
+                timeout: Duration::from_secs(1),
+                max_body: 1024,
+                max_retries: 0,
+                connections: 1,
+                policy: Arc::new(Spent(reset_in)),
+            },
+            metrics,
+        )
+        .expect("client");
+        c.note_quota(&HeaderMap::new());
+        lock(&c.cooldown_until)
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_spent_window_waits_for_its_reset_past_the_retry_after_cap() {
+        // GitHub's window resets up to an hour away: longer than MAX_COOLDOWN.
+        let wait = closed_for(Duration::from_secs(3000));
+        assert!(
+            wait > Duration::from_secs(2990) && wait <= Duration::from_secs(3000),
+            "{wait:?}"
+        );
+        // An absurd reset is capped at MAX_QUOTA_WAIT.
+        let wait = closed_for(Duration::from_secs(86_400));
+        assert!(wait <= MAX_QUOTA_WAIT && wait > MAX_QUOTA_WAIT - Duration::from_secs(10));
+    }
+
     #[test]
     fn error_reasons_are_the_spec_labels() {
         assert_eq!(ApiError::Timeout.reason(), "timeout");
