@@ -87,6 +87,7 @@ fn check_config_accepts_the_shipped_example() {
         .env("AUTHING_SECRET", "example-secret-value")
         .env("BIRD_ACCESS_KEY", "example-bird-key")
         .env("GENAUTH_SECRET", "example-genauth-secret")
+        .env("GITHUB_TOKEN", "example-github-token")
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -95,12 +96,13 @@ fn check_config_accepts_the_shipped_example() {
         "example config rejected: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("OK, 3 source(s)"), "{stdout}");
+    assert!(stdout.contains("OK, 4 source(s)"), "{stdout}");
     assert!(stdout.contains("provider=genauth"), "{stdout}");
     for secret in [
         "example-secret-value",
         "example-bird-key",
         "example-genauth-secret",
+        "example-github-token",
     ] {
         assert!(!stdout.contains(secret), "{secret} printed");
     }

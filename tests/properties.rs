@@ -328,7 +328,8 @@ fn mangled_configs_never_panic_and_always_say_where() {
     let good = good
         .replace("${AUTHING_SECRET}", "s")
         .replace("${BIRD_ACCESS_KEY}", "k")
-        .replace("${GENAUTH_SECRET}", "g");
+        .replace("${GENAUTH_SECRET}", "g")
+        .replace("${GITHUB_TOKEN}", "t");
     assert!(Config::parse(Path::new("test.yml"), &good).is_ok());
     let lines: Vec<&str> = good.lines().collect();
     let mut rng = StdRng::seed_from_u64(11);
