@@ -499,6 +499,34 @@ async fn a_deleted_hook_is_down_and_keeps_its_series() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_hook_no_scope_lists_is_down_without_relisting_every_walk() {
+    let sim = start_github(GitHubSimConfig::default()).await;
+    sim.generate(0, 2);
+    let exp = start_exporter(&config_text(
+        FAST,
+        &[gh_source("g", &sim, "    hooks: [\"1001\", \"999\"]\n")],
+    ))
+    .await;
+    let m = wait_for(Duration::from_secs(10), "hook 999 down", || async {
+        let m = scrape(exp.addr).await;
+        (m.sum("webhook_exporter_source_up", &[("webhook", "999")]) == 0.0
+            && m.sum("webhook_exporter_source_up", &[("webhook", "1001")]) == 1.0)
+            .then_some(m)
+    })
+    .await;
+    let before = polls(&m, "error");
+    wait_for(
+        Duration::from_secs(10),
+        "more failed walks of 999",
+        || async { (polls(&scrape(exp.addr).await, "error") >= before + 5.0).then_some(()) },
+    )
+    .await;
+    // Discovery listed the three scopes once; the walks of 999 did not list again.
+    assert_eq!(sim.stats().calls.get("list-hooks").copied(), Some(3));
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_from_the_state_file_counts_nothing_twice() {
     let sim = start_github(GitHubSimConfig::default()).await;
     for i in 0..3 {

@@ -35,6 +35,7 @@ pub use config::{APP_HOOK_ID, GITHUB, GitHubConfig};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, IF_NONE_MATCH};
 use reqwest::{Method, Url};
@@ -61,6 +62,11 @@ const API_VERSION: &str = "2022-11-28";
 
 /// Hooks per discovery page (the API's maximum).
 const DISCOVERY_PER_PAGE: &str = "100";
+
+/// A hook id no scope lists is looked up by a new listing at most this
+/// often (a configured id that does not exist must not spend the quota on
+/// every walk).
+const RELIST_AFTER: Duration = Duration::from_secs(60);
 
 /// Where a hook lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -106,6 +112,8 @@ pub struct GitHub {
     installation: tokio::sync::Mutex<Option<Installation>>,
     /// Hook id → its scope, from discovery.
     scopes: Mutex<HashMap<String, Scope>>,
+    /// When every scope was last listed in full.
+    listed_at: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for GitHub {
@@ -142,6 +150,7 @@ impl GitHub {
             settings,
             installation: tokio::sync::Mutex::new(None),
             scopes: Mutex::new(HashMap::new()),
+            listed_at: Mutex::new(None),
         }
     }
 
@@ -384,12 +393,13 @@ impl GitHub {
             }
             out.extend(found);
         }
+        *lock(&self.listed_at) = Some(Instant::now());
         Ok(distinct(out))
     }
 
     /// The scope of hook `id`: from discovery, else from a listing now (a
-    /// configured hook walked before discovery ran). A hook no scope lists
-    /// is gone (404).
+    /// configured hook walked before discovery ran; at most every
+    /// [`RELIST_AFTER`]). A hook no scope lists is gone (404).
     async fn scope_of(&self, id: &str) -> Result<Scope, ApiError> {
         if id == APP_HOOK_ID && self.cfg.app_hook {
             return Ok(Scope::App);
@@ -397,7 +407,10 @@ impl GitHub {
         if let Some(s) = lock(&self.scopes).get(id) {
             return Ok(s.clone());
         }
-        self.discover_all().await?;
+        let recent = lock(&self.listed_at).is_some_and(|t| t.elapsed() < RELIST_AFTER);
+        if !recent {
+            self.discover_all().await?;
+        }
         lock(&self.scopes)
             .get(id)
             .cloned()
