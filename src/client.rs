@@ -464,15 +464,18 @@ impl ApiClient {
         let Some(q) = self.policy.quota(headers, SystemTime::now()) else {
             return;
         };
-        self.metrics
+        let gauge = self
+            .metrics
             .api_quota_remaining
-            .with_label_values(&[&*self.source])
-            .set(q.remaining as f64);
+            .with_label_values(&[&*self.source]);
         if q.remaining > 0 {
+            gauge.set(q.remaining as f64);
             return;
         }
         let wait = q.reset_in.unwrap_or(MAX_COOLDOWN).min(MAX_QUOTA_WAIT);
+        // Closed before the gauge says 0, so whoever reads 0 finds it closed.
         let until = self.cool_down(wait, MAX_QUOTA_WAIT);
+        gauge.set(0.0);
         let mut logged = lock(&self.quota_logged);
         // One line per window: a later answer of the same window ends within
         // a second or two of the one logged.
