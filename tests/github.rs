@@ -458,6 +458,36 @@ async fn a_refused_installation_token_is_fetched_again_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_of_another_app_is_refused_and_reported_as_auth() {
+    // The simulator's App has another id: the JWT's signature is good, its
+    // `iss` is not.
+    let mut cfg = app_sim(Duration::from_secs(3600));
+    if let Some(app) = cfg.app.as_mut() {
+        app.app_id = APP_ID + 1;
+    }
+    let sim = start_github(cfg).await;
+    sim.generate(0, 2);
+    let exp = start_exporter(&config_text(FAST, &[app_source("a", &sim, "")])).await;
+    // Discovery's first call, the token exchange, is refused: one auth error
+    // (discovery is retried only every discovery_interval, 1h here).
+    let m = wait_for(Duration::from_secs(10), "an auth error", || async {
+        let m = scrape(exp.addr).await;
+        (m.sum(
+            "webhook_exporter_api_errors_total",
+            &[("source", "a"), ("reason", "auth")],
+        ) == 1.0)
+            .then_some(m)
+    })
+    .await;
+    let s = sim.stats();
+    assert_eq!(s.tokens_issued, 0);
+    assert_eq!(s.unauthorized, 1);
+    assert_eq!(s.calls.get("create-installation-token").copied(), Some(1));
+    assert_eq!(m.sum("webhook_deliveries_total", &[("source", "a")]), 0.0);
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_hook_is_down_and_keeps_its_series() {
     let sim = start_github(GitHubSimConfig::default()).await;
     sim.generate(0, 3);

@@ -226,7 +226,9 @@ impl GitHub {
             method: Method::POST,
             url: self.url(&["app", "installations", &id, "access_tokens"], &[]),
             headers: Self::headers(jwt),
-            body: None,
+            // An empty JSON object: every permission the installation has,
+            // and a body (with its length) as GitHub's examples send.
+            body: Some(b"{}".to_vec()),
         };
         let now = unix_now();
         self.client
