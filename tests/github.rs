@@ -308,6 +308,8 @@ async fn an_idle_hook_costs_one_free_304_per_walk() {
         5000 - after.quota_spent
     );
     assert_eq!(after.refused_spent, 0);
+    // Every call carried a User-Agent, the media type and the API version.
+    assert_eq!(after.bad_headers, 0);
     exp.shutdown().await;
 }
 

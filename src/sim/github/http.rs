@@ -142,6 +142,20 @@ async fn handle(
     }
     *st.stats.calls.entry(route.endpoint()).or_insert(0) += 1;
 
+    // GitHub refuses a call without a User-Agent; the media type and API
+    // version are what every call of the exporter must send.
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if header("user-agent").is_empty()
+        || header("accept") != "application/vnd.github+json"
+        || header("x-github-api-version") != "2022-11-28"
+    {
+        st.stats.bad_headers += 1;
+        return message(
+            StatusCode::FORBIDDEN,
+            "Request forbidden by administrative rules. Please make sure your request has a User-Agent header",
+        );
+    }
+
     // Credentials first: a refused one spends nothing of the window.
     let bearer = headers
         .get("authorization")

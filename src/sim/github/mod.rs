@@ -240,6 +240,9 @@ pub struct GitHubSimStats {
     pub unauthorized: u64,
     /// Calls that presented an expired or revoked installation token.
     pub stale_tokens: u64,
+    /// Calls without a `User-Agent`, or without GitHub's `Accept` media type
+    /// and `X-GitHub-Api-Version` (answered `403`).
+    pub bad_headers: u64,
 }
 
 /// The truth of one (hook, event).
