@@ -559,6 +559,30 @@ async fn a_configured_hook_no_scope_lists_is_down_without_relisting_every_walk()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_that_is_not_found_leaves_the_other_scopes_watched() {
+    let sim = start_github(GitHubSimConfig::default()).await;
+    sim.generate(0, 3);
+    sim.generate(2, 2);
+    let source = format!(
+        "  - name: g\n    provider: github\n    base_url: {}\n    token: {}\n    \
+         repositories: [acme/api, acme/gone]\n    organizations: [acme]\n",
+        sim.base_url(),
+        sim.config().token,
+    );
+    let exp = start_exporter(&config_text(FAST, &[source])).await;
+    let truth = || {
+        let mut t = sim.truth(0);
+        t.retain(|(h, _), _| h != "1002");
+        t
+    };
+    let m = wait_for_counts(exp.addr, "g", truth, Duration::from_secs(20)).await;
+    assert_eq!(total(&exporter_counts(&m, "g")), 5);
+    assert_eq!(m.series("webhook_info").len(), 2);
+    assert_eq!(polls(&m, "error"), 0.0);
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_from_the_state_file_counts_nothing_twice() {
     let sim = start_github(GitHubSimConfig::default()).await;
     for i in 0..3 {

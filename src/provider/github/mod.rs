@@ -378,7 +378,22 @@ impl GitHub {
         }
         let mut out = Vec::new();
         for scope in scopes {
-            let found = self.list_hooks(&scope).await?;
+            let found = match self.list_hooks(&scope).await {
+                Ok(found) => found,
+                // A repository or organization that is gone, renamed or
+                // invisible to the credentials (GitHub answers 404 for
+                // both), or an App without a hook: the other scopes are
+                // still watched.
+                Err(ApiError::NotFound) => {
+                    tracing::warn!(
+                        source = self.client.source(),
+                        scope = scope.label(),
+                        "scope not found (deleted, renamed, or not visible to these credentials); its hooks are not watched"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut known = lock(&self.scopes);
             for d in &found {
                 match known.get(&d.id) {

@@ -301,6 +301,11 @@ fn serve(
             Ok((StatusCode::OK, body, None, None))
         }
         Route::Hooks(scope) => {
+            // A repository or organization the simulator has no hook for
+            // does not exist (GitHub: 404, also when it is not visible).
+            if !st.hooks.iter().any(|h| h.cfg.scope == *scope) {
+                return Err(not_found());
+            }
             let all: Vec<Value> = st
                 .hooks
                 .iter()
