@@ -434,17 +434,20 @@ fn same_walk_settings(old: &crate::config::Global, new: &Config) -> bool {
     ) == (n.max_error_values, n.max_event_values, n.discovery_interval)
 }
 
-/// Providers keep delivery logs about this long (SPEC §1).
+/// Providers keep delivery logs about this long where their registration
+/// does not say (SPEC §1).
 const PROVIDER_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// A restart after more than the providers' retention: logs written early in
+/// A restart after more than a provider's retention: logs written early in
 /// the downtime have expired unseen. Say how much, per source.
 fn note_retention_gaps(config: &Config, saved: &StateFile, metrics: &SelfMetrics) {
-    let gap = (unix_now() - PROVIDER_RETENTION.as_secs_f64()) - saved.written_at;
     for sc in &config.sources {
         if !saved.sources.contains_key(&sc.name) {
             continue;
         }
+        let retention = crate::provider::registration(sc.provider_name())
+            .map_or(PROVIDER_RETENTION, |r| r.retention);
+        let gap = (unix_now() - retention.as_secs_f64()) - saved.written_at;
         let g = gap.max(0.0);
         metrics.retention_gap.with_label_values(&[&sc.name]).set(g);
         if g > 0.0 {

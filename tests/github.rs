@@ -615,6 +615,31 @@ async fn a_restart_from_the_state_file_counts_nothing_twice() {
     exp.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_githubs_three_days_reports_the_gap() {
+    let sim = start_github(GitHubSimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state.json");
+    // Saved four days ago: GitHub kept one day of it less than the downtime.
+    let written_at = webhook_log_exporter::util::unix_now() - 4.0 * 86_400.0;
+    let saved = serde_json::json!({
+        "version": webhook_log_exporter::state::VERSION,
+        "written_at": written_at,
+        "sources": {"g": {"provider": "github", "events": [], "errors": [], "webhooks": {}}},
+    });
+    std::fs::write(&state, saved.to_string()).expect("write state");
+    let text = format!(
+        "global:\n  state_file: {}\n{FAST}sources:\n{}",
+        state.display(),
+        gh_source("g", &sim, "")
+    );
+    let exp = start_exporter(&text).await;
+    let m = scrape(exp.addr).await;
+    let gap = m.sum("webhook_exporter_retention_gap_seconds", &[("source", "g")]);
+    assert!((gap - 86_400.0).abs() < 60.0, "{gap}");
+    exp.shutdown().await;
+}
+
 fn config_error(text: &str) -> String {
     match webhook_log_exporter::config::Config::parse(Path::new("t.yml"), text) {
         Ok(_) => panic!("accepted:\n{text}"),

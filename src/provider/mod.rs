@@ -45,6 +45,9 @@ pub struct Registration {
     pub max_page_size: u32,
     /// `rate_limit` when the config gives none: requests per second, burst.
     pub default_rate_limit: (f64, u32),
+    /// How long the provider keeps delivery logs (SPEC §1): a restart after
+    /// longer than this has lost logs (`webhook_exporter_retention_gap_seconds`).
+    pub retention: std::time::Duration,
     /// Validates the provider's own keys of one source.
     pub parse: fn(&SourceKeys<'_>) -> Result<Arc<dyn ProviderConfig>, ConfigError>,
 }

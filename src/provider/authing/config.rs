@@ -17,6 +17,7 @@ pub const AUTHING: Registration = Registration {
     default_base_url: "https://api.authing.cn",
     max_page_size: 50,
     default_rate_limit: (10.0, 10),
+    retention: std::time::Duration::from_secs(7 * 24 * 3600),
     parse: |keys| parse(keys, Edition::Authing),
 };
 

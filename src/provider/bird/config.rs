@@ -19,6 +19,7 @@ pub const BIRD: Registration = Registration {
     default_base_url: "https://api.bird.com",
     max_page_size: 100,
     default_rate_limit: (20.0, 20),
+    retention: Duration::from_secs(7 * 24 * 3600),
     parse,
 };
 

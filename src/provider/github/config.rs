@@ -19,6 +19,9 @@ pub const GITHUB: Registration = Registration {
     // 5,000 calls an hour is 1.4 a second: one a second sustained stays
     // inside the hourly window, and the window itself is read off every answer.
     default_rate_limit: (1.0, 20),
+    // GitHub keeps deliveries 3 days (Enterprise Server: 7; the shorter one
+    // is assumed, so a gap is never under-reported).
+    retention: std::time::Duration::from_secs(3 * 24 * 3600),
     parse,
 };
 
