@@ -101,7 +101,7 @@ const EXPECTED_ALERTS: [&str; 3] = [BURN, ENDPOINT_FAILING, EXPORTER_DOWN];
 /// Dashboard queries that may legitimately return no data here, and why.
 /// Matched by a metric name in the expression. They must still be accepted by
 /// Prometheus; only the "has data" check is waived.
-const MAY_BE_EMPTY: [(&str, &str); 2] = [
+const MAY_BE_EMPTY: [(&str, &str); 5] = [
     (
         "webhook_requests_total",
         "Bird only (requests at a terminal status); this scenario runs the Authing simulator",
@@ -109,6 +109,18 @@ const MAY_BE_EMPTY: [(&str, &str); 2] = [
     (
         "webhook_request_attempts_bucket",
         "Bird only (attempts per request); this scenario runs the Authing simulator",
+    ),
+    (
+        "webhook_delivery_duration_seconds_bucket",
+        "GitHub only (receiver durations); this scenario runs the Authing simulator",
+    ),
+    (
+        "webhook_redeliveries_total",
+        "GitHub only (redeliveries); this scenario runs the Authing simulator",
+    ),
+    (
+        "webhook_exporter_api_quota_remaining",
+        "GitHub only (x-ratelimit-remaining); this scenario runs the Authing simulator",
     ),
 ];
 
