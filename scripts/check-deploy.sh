@@ -146,7 +146,12 @@ print(".".join(map(str, v)), name)')
 dep_v=${deps% *}
 mm() { echo "$1" | cut -d. -f1,2; }
 # ver_ge A B: A >= B, comparing major.minor[.patch] numerically.
-ver_ge() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$1" ]; }
+# 1.88 and 1.88.0 are the same version: both are padded to three parts.
+ver3() { case "$1" in *.*.*) echo "$1" ;; *.*) echo "$1.0" ;; *) echo "$1.0.0" ;; esac; }
+ver_ge() {
+  a=$(ver3 "$1") b=$(ver3 "$2")
+  [ "$(printf '%s\n%s\n' "$a" "$b" | sort -V | tail -1)" = "$a" ]
+}
 [ "$(mm "$msrv")" = "$(mm "$builder")" ] \
   || fail "Cargo.toml rust-version $msrv and the Dockerfile's rust:$builder differ: keep them equal"
 ver_ge "$msrv" "$dep_v" \
