@@ -36,13 +36,14 @@ const DASHBOARDS: [&str; 2] = [
 ];
 
 /// Alert names are a contract (receivers, silences and inhibitions use them).
-const CONTRACT_ALERTS: [&str; 8] = [
+const CONTRACT_ALERTS: [&str; 9] = [
     "WebhookDeliveryErrorBudgetBurn",
     "WebhookEndpointFailing",
     "WebhookRequestsExhausted",
     "WebhookExporterSourceDown",
     "WebhookExporterStale",
     "WebhookExporterThrottled",
+    "WebhookExporterWalksBehind",
     "WebhookExporterDown",
     "WebhookExporterShardingMismatch",
 ];
