@@ -47,6 +47,13 @@ fn failures(w: &WebhookHandle) -> u64 {
         .with_counts_ref(|c| c.events.values().map(|e| e.failures).sum())
 }
 
+/// ½ to 1, fixed per webhook: the share of `max_poll_interval` of its first
+/// back-off (see [`Pace`]).
+fn spread(id: &str) -> f64 {
+    let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+    0.5 + 0.5 * (h as f64 / u64::MAX as f64)
+}
+
 /// A source being polled.
 pub struct SourceRuntime {
     handle: Arc<SourceHandle>,
@@ -520,7 +527,11 @@ impl SourceRuntime {
         stop: CancellationToken,
         stagger: Duration,
     ) {
-        let mut pace = Pace::new(self.config.poll_interval, self.config.max_poll_interval);
+        let mut pace = Pace::new(
+            self.config.poll_interval,
+            self.config.max_poll_interval,
+            spread(&w.id),
+        );
         self.show_interval(&w, &pace);
         // Eligible `poll_interval` after the last walk began, due at its pace.
         let (mut eligible, mut due) = {

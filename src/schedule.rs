@@ -57,10 +57,20 @@ const GRACE_FAILING: u32 = 6;
 /// failure) every further idle walk doubles it, up to `max_poll_interval`. A
 /// walk that counts anything resets it to `poll_interval`; a failed walk
 /// changes nothing.
+///
+/// A webhook whose walks have never counted anything (its first walk read
+/// `lookback` of logs and found none) is idle from its first walk: its
+/// interval goes straight to `max_poll_interval`, the first time scaled by
+/// its `spread` (½ to 1, from its id), so that the webhooks discovered
+/// together, all walked in the first round, do not come due again all at
+/// once: a short quota would otherwise spend whole rounds on that wave
+/// while the active webhooks wait behind it.
 #[derive(Debug, Clone)]
 pub struct Pace {
     poll: Duration,
     max: Duration,
+    /// Of `max`, the first back-off of a webhook never seen with traffic.
+    spread: f64,
     /// Consecutive complete walks that counted nothing.
     idle_walks: u32,
     /// Whether the last walk that counted something counted a failure.
@@ -71,10 +81,13 @@ pub struct Pace {
 
 impl Pace {
     /// A webhook not walked yet: treated as active until its walks say.
-    pub fn new(poll: Duration, max: Duration) -> Pace {
+    /// `spread` (clamped to ½..1) scales its first back-off if its first
+    /// walk finds nothing.
+    pub fn new(poll: Duration, max: Duration, spread: f64) -> Pace {
         Pace {
             poll,
             max: max.max(poll),
+            spread: spread.clamp(0.5, 1.0),
             idle_walks: 0,
             failed: false,
             seen_traffic: false,
@@ -96,7 +109,7 @@ impl Pace {
         match (self.seen_traffic, self.failed) {
             (_, true) => GRACE_FAILING,
             (true, false) => GRACE_ACTIVE,
-            // Never seen traffic: the first walk (often a backfill) tells.
+            // Never seen traffic: the first walk (a backfill of `lookback`) tells.
             (false, false) => 0,
         }
     }
@@ -115,6 +128,13 @@ impl Pace {
     /// The interval the scheduler now aims at for this webhook (what
     /// `webhook_exporter_poll_interval_seconds` shows).
     pub fn interval(&self) -> Duration {
+        if !self.seen_traffic {
+            return match self.idle_walks {
+                0 => self.poll,
+                1 => self.max.mul_f64(self.spread).max(self.poll),
+                _ => self.max,
+            };
+        }
         let doublings = self.idle_walks.saturating_sub(self.grace()).min(20);
         self.poll
             .saturating_mul(1u32 << doublings)
@@ -323,16 +343,17 @@ mod tests {
 
     #[test]
     fn pace_backs_off_idle_webhooks_and_resets_on_traffic() {
-        let mut p = Pace::new(5 * S, 50 * S);
+        let mut p = Pace::new(5 * S, 50 * S, 0.7);
         assert_eq!((p.interval(), p.class()), (5 * S, Class::Active));
-        // A webhook that never had traffic backs off from its first idle walk.
-        let seq: Vec<u64> = (0..6)
+        // A webhook that never had traffic is idle from its first walk: the
+        // spread share of max_poll_interval first, then all of it.
+        let seq: Vec<u64> = (0..4)
             .map(|_| {
                 p.after_walk(0, 0);
                 p.interval().as_secs()
             })
             .collect();
-        assert_eq!(seq, [10, 20, 40, 50, 50, 50]);
+        assert_eq!(seq, [35, 50, 50, 50]);
         assert_eq!(p.class(), Class::Idle);
         p.after_walk(3, 0);
         assert_eq!((p.interval(), p.class()), (5 * S, Class::Active));
@@ -355,8 +376,11 @@ mod tests {
             .collect();
         assert_eq!(seq, [5, 5, 5, 5, 5, 5, 10, 20]);
         assert_eq!(p.class(), Class::Idle);
-        // max below poll is taken as poll.
-        assert_eq!(Pace::new(5 * S, S).interval(), 5 * S);
+        // max below poll is taken as poll; the spread is ½..1.
+        assert_eq!(Pace::new(5 * S, S, 1.0).interval(), 5 * S);
+        let mut p = Pace::new(5 * S, 50 * S, 0.1);
+        p.after_walk(0, 0);
+        assert_eq!(p.interval(), 25 * S);
     }
 
     #[test]
