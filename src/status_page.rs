@@ -18,7 +18,7 @@
 //! interval the scheduler now walks it at, as `webhook_exporter_poll_interval_seconds`).
 //! Each source with walks has a `<p class="sched">` with `data-source`,
 //! `data-walk-delay-median` and `data-walk-delay-max` (seconds, over its
-//! last [`RECENT_WALKS`] walks): whether its walks start late.
+//! last [`crate::registry::RECENT_WALKS`] walks): whether its walks start late.
 //!
 //! Like `/metrics` it only reads the registry and the ledger, one short lock
 //! per webhook, and shows only what `/metrics` shows (the published counts
@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::registry::{PollStatus, RECENT_WALKS, Registry, WalkDelays};
+use crate::registry::{PollStatus, Registry, WalkDelays};
 use crate::timeseries::{BUCKETS, HOUR_BUCKETS};
 
 /// Points of the sparkline (30 minutes each).
