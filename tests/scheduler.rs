@@ -57,6 +57,10 @@ async fn a_short_quota_walks_active_webhooks_first_and_idle_ones_by_max_poll_int
         })
         .await,
     );
+    // The active ones have traffic before the exporter starts, too.
+    for i in 0..ACTIVE {
+        sim.generate(i, 5);
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("scarce.yml");
     let text = config_text(
