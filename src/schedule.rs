@@ -259,7 +259,7 @@ impl Scheduler {
     /// Waits for a turn; `deadline` is when the walk is due. Cancel-safe:
     /// dropping the future leaves the queue as if it had never asked.
     pub async fn turn(self: &Arc<Self>, deadline: Instant, class: Class) -> Turn {
-        let rx = {
+        let (mut rx, key) = {
             let mut inner = lock(&self.inner);
             let now = Instant::now();
             if inner.running < self.concurrency && inner.queue.is_empty() {
@@ -276,15 +276,17 @@ impl Scheduler {
             self.grant(&mut inner, now);
             (rx, key)
         };
-        let (rx, key) = rx;
+        // Declared after `rx`, so dropped before it: while `pending` runs its
+        // drop, a grant can still be sent. No await between the insertion
+        // above and this line: every queued request has its `Pending`.
         let mut pending = Pending {
             sched: self,
             key,
             taken: false,
         };
-        // The sender lives in the queue until granted (then it sends) or
-        // until `pending` removes it: it cannot be dropped unsent while we wait.
-        let granted = rx.await.unwrap_or_else(|_| Instant::now());
+        // The sender leaves the queue only by being sent (a grant) or by
+        // `pending` removing it as this future is dropped.
+        let granted = (&mut rx).await.unwrap_or_else(|_| Instant::now());
         pending.taken = true;
         Turn {
             sched: self.clone(),
@@ -319,12 +321,11 @@ impl Scheduler {
             let Some((_, tx)) = inner.queue.pop_first() else {
                 break;
             };
+            // The slot is the request's from now on: taken as its turn, or
+            // given back by its `Pending` if it is being dropped (then this
+            // send may fail, and the slot is still given back once).
             inner.running += 1;
-            if tx.send(now).is_err() {
-                // Its receiver is gone only once its `Pending` has run, which
-                // removes it from the queue first: unreachable, but harmless.
-                inner.running -= 1;
-            }
+            let _ = tx.send(now);
         }
         self.publish(inner, now);
     }
@@ -461,6 +462,19 @@ mod tests {
             "granted 1 s after its deadline"
         );
         drop(b);
+        assert_eq!(s.running(), 0);
+        // Granted, then dropped before it could take the turn: given back.
+        let c = s.turn(t0, Class::Active).await;
+        let d = s.turn(t0, Class::Active).await;
+        let s2 = s.clone();
+        let late = tokio::spawn(async move { s2.turn(t0, Class::Active).await.delay });
+        tokio::task::yield_now().await;
+        drop(c);
+        assert_eq!((s.running(), s.due_waiting()), (2, 0), "granted to the waiter");
+        late.abort();
+        assert!(late.await.is_err(), "aborted before it ran");
+        assert_eq!(s.running(), 1, "its slot given back");
+        drop(d);
         assert_eq!(s.running(), 0);
     }
 }
