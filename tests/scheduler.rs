@@ -210,3 +210,38 @@ async fn a_short_quota_walks_active_webhooks_first_and_idle_ones_by_max_poll_int
     let discoveries = sim.request_count("list-webhooks");
     assert!(discoveries >= 3, "{discoveries} discoveries");
 }
+
+/// A re-discovery is an optional call: while due walks wait it waits too,
+/// and is counted, but never longer than one more `discovery_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_discovery_waits_for_the_walks_but_is_never_starved() {
+    let sim = start_sim(AuthingSimConfig {
+        webhooks: hooks()[..10].to_vec(),
+        ..AuthingSimConfig::default()
+    })
+    .await;
+    // 10 webhooks every second (10 s when idle) on half a call a second:
+    // due walks always wait.
+    let text = config_text(
+        "  poll_interval: 1s\n  discovery_interval: 1s\n",
+        &[authing_source(
+            "slow",
+            &sim,
+            "    rate_limit: {requests_per_second: 0.5, burst: 1}\n    concurrency: 1\n",
+        )],
+    );
+    let exp = start_exporter(&text).await;
+    wait_for(Duration::from_secs(60), "three discoveries", || async {
+        (sim.request_count("list-webhooks") >= 3).then_some(())
+    })
+    .await;
+    let m = scrape(exp.addr).await;
+    let deferred = m.sum(
+        "webhook_exporter_api_optional_skipped_total",
+        &[("source", "slow"), ("endpoint", "discovery")],
+    );
+    assert!(deferred >= 1.0, "re-discoveries deferred: {deferred}");
+    // The quota holds: at most 0.5 + 1 calls in any second.
+    assert_eq!(sim.max_requests_in_window(Duration::from_secs(1)), 1);
+    exp.shutdown().await;
+}
