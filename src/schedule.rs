@@ -470,7 +470,11 @@ mod tests {
         let late = tokio::spawn(async move { s2.turn(t0, Class::Active).await.delay });
         tokio::task::yield_now().await;
         drop(c);
-        assert_eq!((s.running(), s.due_waiting()), (2, 0), "granted to the waiter");
+        assert_eq!(
+            (s.running(), s.due_waiting()),
+            (2, 0),
+            "granted to the waiter"
+        );
         late.abort();
         assert!(late.await.is_err(), "aborted before it ran");
         assert_eq!(s.running(), 1, "its slot given back");
