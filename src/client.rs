@@ -248,8 +248,9 @@ pub struct ApiClient {
     policy: Arc<dyn Policy>,
     max_body: usize,
     max_retries: u32,
-    /// Walks of this source waiting for their turn (set by the scheduler):
-    /// while any waits, optional calls are not made.
+    /// Walks of this source due and waiting for their turn (set by
+    /// `schedule::Scheduler`; an early walk waiting is spare work and not
+    /// counted): while any waits, optional calls are not made.
     walks_waiting: AtomicUsize,
 }
 
@@ -394,14 +395,14 @@ impl ApiClient {
         .await
     }
 
-    /// The scheduler's count of walks waiting for their turn; while it is
+    /// The scheduler's count of due walks waiting for their turn; while it is
     /// not 0, [`ApiClient::call_optional`] makes no call.
     pub fn set_walks_waiting(&self, n: usize) {
         self.walks_waiting.store(n, Ordering::Relaxed);
     }
 
     /// Whether an optional call may go now, taking the limiter's cell if so:
-    /// no walk waits for its turn, no cooldown runs and the limiter has a
+    /// no due walk waits for its turn, no cooldown runs and the limiter has a
     /// cell free this instant (so it never delays a walk's call).
     fn take_spare(&self) -> bool {
         self.walks_waiting.load(Ordering::Relaxed) == 0

@@ -14,6 +14,8 @@
 //! * [`webconfig`] — `--web.config.file`: TLS, client certificates, basic
 //!   auth (exporter-toolkit `web-config.yml`).
 //! * [`poller`] — discovery and walk loops per source and webhook.
+//! * [`schedule`] — per source, which webhook walks next when the quota is
+//!   short: earliest deadline first, idle webhooks backing off.
 //! * [`provider`] — one file per API ([`provider::authing`]); knows HTTP and
 //!   JSON, nothing of Prometheus.
 //! * [`client`] — per-source HTTP: rate limit, cooldown, retries, size cap.
@@ -39,6 +41,7 @@ pub mod normalize;
 pub mod poller;
 pub mod provider;
 pub mod registry;
+pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod shard;

@@ -1,21 +1,25 @@
-//! Scheduling: per source a discovery loop, per webhook a walk loop.
+//! Per source a discovery loop, per webhook a walk loop.
 //!
 //! Every source has one [`ApiClient`] (its rate limiter is shared by all its
-//! webhooks) and a semaphore bounding how many of its walks run at once. Each
-//! webhook's task walks, records the result in the registry and the
-//! self-metrics, takes a checkpoint (counts + cursor, consistent because only
-//! this task changes them) for the state file, and sleeps a poll interval.
-//! Without a state file it checkpoints only as it stops, for a reload.
-//! Discovery (when the config lists no webhooks) adds and removes webhook
-//! tasks; a failed discovery changes nothing. Walks are cancelled at page
-//! boundaries on shutdown or reload: the ledger is updated page by page, so a
-//! cancelled walk has counted exactly what it read, and its checkpoint says so.
+//! webhooks) and one [`Scheduler`] granting walk turns, at most `concurrency`
+//! at once, earliest deadline first (see [`crate::schedule`]). Each webhook's
+//! task sleeps until its webhook is eligible (`poll_interval` after its last
+//! walk began), asks for a turn due at the interval its [`Pace`] says, walks,
+//! records the result in the registry and the self-metrics, and takes a
+//! checkpoint (counts + cursor, consistent because only this task changes
+//! them) for the state file. Without a state file it checkpoints only as it
+//! stops, for a reload. Discovery (when the config lists no webhooks) adds and
+//! removes webhook tasks; a failed discovery changes nothing; a re-discovery
+//! waits while due walks wait for their turn, at most one
+//! `discovery_interval`. Walks are cancelled at page boundaries on shutdown or
+//! reload: the ledger is updated page by page, so a cancelled walk has counted
+//! exactly what it read, and its checkpoint says so.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +29,30 @@ use crate::ledger::{SourceLedger, WebhookCounts, WebhookLedger};
 use crate::metrics::SelfMetrics;
 use crate::provider::{Discovered, Provider, Sink, Walker};
 use crate::registry::{SourceHandle, WebhookHandle, WebhookInfo, enabled_label};
+use crate::schedule::{Class, Pace, Quota, Scheduler};
 use crate::shard::Shard;
 use crate::state::{SourceState, WebhookState};
 use crate::util::{lock, unix_now};
+
+/// The `endpoint` label of a deferred re-discovery in
+/// `webhook_exporter_api_optional_skipped_total`.
+pub const DISCOVERY_ENDPOINT: &str = "discovery";
+
+/// How often a deferred re-discovery checks whether walks still wait.
+const DISCOVERY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Failed deliveries a webhook's ledger has counted.
+fn failures(w: &WebhookHandle) -> u64 {
+    w.ledger
+        .with_counts_ref(|c| c.events.values().map(|e| e.failures).sum())
+}
+
+/// ½ to 1, fixed per webhook: the share of `max_poll_interval` of its first
+/// back-off (see [`Pace`]).
+fn spread(id: &str) -> f64 {
+    let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+    0.5 + 0.5 * (h as f64 / u64::MAX as f64)
+}
 
 /// A source being polled.
 pub struct SourceRuntime {
@@ -35,7 +60,12 @@ pub struct SourceRuntime {
     provider: Arc<dyn Provider>,
     config: SourceConfig,
     global: Global,
-    semaphore: Arc<Semaphore>,
+    /// Grants walk turns: earliest deadline first, `concurrency` at once.
+    sched: Arc<Scheduler>,
+    /// This process's share of the source's requests per second.
+    rate: f64,
+    /// The quota condition last logged (logged once per change).
+    quota: Mutex<Option<Quota>>,
     metrics: Arc<SelfMetrics>,
     tasks: Mutex<HashMap<Arc<str>, CancellationToken>>,
     /// Checkpoints restored from the state file (or carried over a reload),
@@ -84,10 +114,11 @@ impl SourceRuntime {
         dirty: Arc<Notify>,
         shard: Shard,
     ) -> Result<Arc<Self>, reqwest::Error> {
+        let rate_limit = shard.share(&sc.name, sc.rate_limit);
         let client = Arc::new(ApiClient::new(
             ClientSettings {
                 source: Arc::from(sc.name.as_str()),
-                rate_limit: shard.share(&sc.name, sc.rate_limit),
+                rate_limit,
                 timeout: global.request_timeout,
                 max_body: global.max_response_bytes,
                 max_retries: global.max_retries,
@@ -112,12 +143,16 @@ impl SourceRuntime {
         ledger.errors.restore(&seed.errors, 0);
         let handle = Arc::new(SourceHandle::new(ledger));
         handle.set_poll_interval(sc.poll_interval);
+        let waiting = client.clone();
+        let sched = Scheduler::new(sc.concurrency, move |n| waiting.set_walks_waiting(n));
         Ok(Arc::new(SourceRuntime {
             handle,
             provider: sc.provider.build(global, sc, client),
             config: sc.clone(),
             global: global.clone(),
-            semaphore: Arc::new(Semaphore::new(sc.concurrency)),
+            sched,
+            rate: rate_limit.requests_per_second,
+            quota: Mutex::new(None),
             metrics: metrics.clone(),
             tasks: Mutex::new(HashMap::new()),
             seeds: Mutex::new(seed.webhooks),
@@ -303,6 +338,7 @@ impl SourceRuntime {
                 t.cancel();
             }
             self.handle.remove(&id);
+            self.metrics.remove_webhook(&self.handle.name, &id);
             tracing::info!(source = %self.handle.name, webhook = %id, "webhook no longer listed; stopped watching it");
         }
         for (id, info) in wanted {
@@ -325,6 +361,7 @@ impl SourceRuntime {
             let stagger = Duration::from_millis(tasks.len() as u64 % 1000);
             set.spawn(async move { rt.run_webhook(w, walker, token, stagger).await });
         }
+        self.note_quota(tasks.len());
         // Seeds of webhooks that are gone are forgotten with them.
         if self
             .handle
@@ -337,9 +374,73 @@ impl SourceRuntime {
         }
     }
 
-    /// One walk of one webhook, with its bookkeeping.
-    async fn walk(&self, w: &WebhookHandle, walker: &mut dyn Walker) {
-        let _permit = self.semaphore.acquire().await;
+    /// Says once, with the numbers, when the quota cannot walk `webhooks`
+    /// every `poll_interval` (and louder when not even every
+    /// `max_poll_interval`); again only when that changes.
+    fn note_quota(&self, webhooks: usize) {
+        let (poll, max) = (self.config.poll_interval, self.config.max_poll_interval);
+        let q = Quota::of(webhooks, poll, max, self.rate);
+        let mut last = lock(&self.quota);
+        if *last == Some(q) {
+            return;
+        }
+        let first = last.is_none();
+        *last = Some(q);
+        let name = &*self.handle.name;
+        let needed = webhooks as f64 / poll.as_secs_f64();
+        let floor = webhooks as f64 / max.as_secs_f64();
+        let every = webhooks as f64 / self.rate;
+        match q {
+            Quota::Enough if first => {}
+            Quota::Enough => tracing::info!(
+                source = name,
+                webhooks,
+                needed_per_second = needed,
+                rate_limit = self.rate,
+                "quota now enough: every webhook walked every poll_interval"
+            ),
+            Quota::Short => tracing::warn!(
+                source = name,
+                webhooks,
+                poll_interval = %humantime::format_duration(poll),
+                max_poll_interval = %humantime::format_duration(max),
+                needed_per_second = needed,
+                rate_limit = self.rate,
+                round_robin_seconds = every,
+                "quota short: webhooks / poll_interval exceeds the rate limit; webhooks with recent traffic and failures are walked first, idle ones back off up to max_poll_interval"
+            ),
+            Quota::BelowFloor => tracing::error!(
+                source = name,
+                webhooks,
+                poll_interval = %humantime::format_duration(poll),
+                max_poll_interval = %humantime::format_duration(max),
+                needed_per_second = floor,
+                rate_limit = self.rate,
+                round_robin_seconds = every,
+                "quota below the floor: not even webhooks / max_poll_interval fits in the rate limit; idle webhooks are walked less often than max_poll_interval (raise rate_limit or max_poll_interval, or shard)"
+            ),
+        }
+    }
+
+    /// One walk of one webhook, due at `deadline`, with its bookkeeping: when
+    /// it began, what it counted and how many of those failed (`None`: the
+    /// walk failed).
+    async fn walk(
+        &self,
+        w: &WebhookHandle,
+        walker: &mut dyn Walker,
+        deadline: tokio::time::Instant,
+        class: Class,
+    ) -> (tokio::time::Instant, Option<(u64, u64)>) {
+        let turn = self.sched.turn(deadline, class).await;
+        let begun = tokio::time::Instant::now();
+        let delay = turn.delay.as_secs_f64();
+        self.metrics
+            .walk_delay
+            .with_label_values(&[&self.handle.name])
+            .observe(delay);
+        self.handle.note_walk_delay(delay);
+        let failures_before = failures(w);
         let start = Instant::now();
         let result = walker
             .walk(Sink {
@@ -347,6 +448,7 @@ impl SourceRuntime {
                 webhook: &w.ledger,
             })
             .await;
+        drop(turn);
         let secs = start.elapsed().as_secs_f64();
         let name = &*self.handle.name;
         self.metrics
@@ -397,6 +499,10 @@ impl SourceRuntime {
         if self.durable {
             self.checkpoint(w, walker);
         }
+        let outcome = result
+            .ok()
+            .map(|r| (r.counted, failures(w).saturating_sub(failures_before)));
+        (begun, outcome)
     }
 
     fn checkpoint(&self, w: &WebhookHandle, walker: &dyn Walker) {
@@ -406,6 +512,14 @@ impl SourceRuntime {
         }
     }
 
+    /// Publishes the interval the scheduler now aims at for `w`.
+    fn show_interval(&self, w: &WebhookHandle, pace: &Pace) {
+        let i = pace.interval();
+        w.set_interval(i);
+        self.metrics
+            .set_poll_interval(&self.handle.name, &w.id, i.as_secs_f64());
+    }
+
     async fn run_webhook(
         self: Arc<Self>,
         w: Arc<WebhookHandle>,
@@ -413,55 +527,111 @@ impl SourceRuntime {
         stop: CancellationToken,
         stagger: Duration,
     ) {
-        if stop
-            .run_until_cancelled(tokio::time::sleep(stagger))
-            .await
-            .is_some()
-        {
-            let interval = self.config.poll_interval;
-            loop {
-                if stop
-                    .run_until_cancelled(self.walk(&w, walker.as_mut()))
-                    .await
-                    .is_none()
-                {
-                    break;
-                }
-                if stop
-                    .run_until_cancelled(tokio::time::sleep(interval))
-                    .await
-                    .is_none()
-                {
-                    break;
-                }
+        let mut pace = Pace::new(
+            self.config.poll_interval,
+            self.config.max_poll_interval,
+            spread(&w.id),
+        );
+        self.show_interval(&w, &pace);
+        // Eligible `poll_interval` after the last walk began, due at its pace.
+        let (mut eligible, mut due) = {
+            let first = tokio::time::Instant::now() + stagger;
+            (first, first)
+        };
+        loop {
+            if stop
+                .run_until_cancelled(tokio::time::sleep_until(eligible))
+                .await
+                .is_none()
+            {
+                break;
             }
+            let class = pace.class();
+            let Some((started, outcome)) = stop
+                .run_until_cancelled(self.walk(&w, walker.as_mut(), due, class))
+                .await
+            else {
+                break;
+            };
+            if let Some((counted, failed)) = outcome {
+                pace.after_walk(counted, failed);
+                self.show_interval(&w, &pace);
+            }
+            eligible = started + pace.poll_interval();
+            due = started + pace.interval();
         }
         // Cancelled, possibly mid-walk at a page boundary: what was counted and
         // the cursor still agree, so this checkpoint is exact.
         self.checkpoint(&w, walker.as_ref());
     }
 
-    /// Discovery loop: reconcile now, then every `discovery_interval`. Returns
-    /// once every webhook task has stopped and checkpointed.
+    /// Waits `d` (or until `stop`), reaping finished webhook tasks so the set
+    /// does not grow with churn. `false`: stopped.
+    async fn pause(&self, d: Duration, set: &mut JoinSet<()>, stop: &CancellationToken) -> bool {
+        let sleep = tokio::time::sleep(d);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = &mut sleep => return true,
+                Some(_) = set.join_next(), if !set.is_empty() => {}
+            }
+        }
+    }
+
+    /// A re-discovery is optional: while due walks wait for their turn it
+    /// waits too, checking every [`DISCOVERY_RECHECK`], but never longer than
+    /// one `discovery_interval` (so webhooks are re-discovered at least every
+    /// two). A deferred one is counted in
+    /// `webhook_exporter_api_optional_skipped_total{endpoint="discovery"}`.
+    /// `false`: stopped.
+    async fn spare_quota(&self, set: &mut JoinSet<()>, stop: &CancellationToken) -> bool {
+        if self.sched.due_waiting() == 0 {
+            return true;
+        }
+        self.metrics
+            .optional_skipped(&self.handle.name, DISCOVERY_ENDPOINT);
+        tracing::debug!(source = %self.handle.name, "re-discovery deferred: walks are waiting for the quota");
+        let bound = tokio::time::Instant::now() + self.global.discovery_interval;
+        while self.sched.due_waiting() > 0 {
+            let left = bound.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if !self.pause(DISCOVERY_RECHECK.min(left), set, stop).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Discovery loop: reconcile now, then every `discovery_interval` (later
+    /// while walks wait for the quota). Returns once every webhook task has
+    /// stopped and checkpointed.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut set = JoinSet::new();
-        'discovery: loop {
+        let mut first = true;
+        loop {
+            if !first && !self.spare_quota(&mut set, &stop).await {
+                break;
+            }
+            first = false;
             if let Some(Some(wanted)) = stop.run_until_cancelled(self.discover()).await {
                 self.reconcile(wanted, &mut set, &stop);
             }
             self.handle.mark_discovery_done();
-            let sleep = tokio::time::sleep(self.global.discovery_interval);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break 'discovery,
-                    _ = &mut sleep => break,
-                    // Reap finished tasks so the set does not grow with churn.
-                    Some(_) = set.join_next(), if !set.is_empty() => {}
-                }
+            if !self
+                .pause(self.global.discovery_interval, &mut set, &stop)
+                .await
+            {
+                break;
             }
         }
         while set.join_next().await.is_some() {}
+        // The next runtime of this source (a reload) sets its own.
+        for w in self.handle.webhooks() {
+            self.metrics.remove_webhook(&self.handle.name, &w.id);
+        }
     }
 
     /// `--once`: discovery, then one walk of every webhook; returns when done.
@@ -472,7 +642,15 @@ impl SourceRuntime {
         for (id, info) in wanted {
             let (w, mut walker) = self.create(&id, info);
             let rt = self.clone();
-            walks.spawn(async move { rt.walk(&w, walker.as_mut()).await });
+            walks.spawn(async move {
+                rt.walk(
+                    &w,
+                    walker.as_mut(),
+                    tokio::time::Instant::now(),
+                    Class::Active,
+                )
+                .await
+            });
         }
         while walks.join_next().await.is_some() {}
     }

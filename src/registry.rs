@@ -5,7 +5,7 @@
 //! renderer and the landing page (which read it). Reads never wait for a walk:
 //! every lock here is held for a few field copies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -66,6 +66,8 @@ pub struct WebhookHandle {
     pub status: Mutex<PollStatus>,
     /// The last consistent checkpoint (counts + cursor), for the state file.
     checkpoint: Mutex<Option<WebhookState>>,
+    /// The interval the scheduler now walks it at, in milliseconds (0: not set).
+    interval_ms: AtomicU64,
 }
 
 impl WebhookHandle {
@@ -77,6 +79,20 @@ impl WebhookHandle {
             ledger,
             status: Mutex::new(PollStatus::default()),
             checkpoint: Mutex::new(None),
+            interval_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the interval the scheduler now walks it at.
+    pub fn set_interval(&self, d: Duration) {
+        self.interval_ms.store(millis(d), Ordering::Relaxed);
+    }
+
+    /// The interval the scheduler now walks it at, if set.
+    pub fn interval(&self) -> Option<Duration> {
+        match self.interval_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
         }
     }
 
@@ -133,6 +149,26 @@ pub struct SourceHandle {
     pub discovery_error: Mutex<Option<String>>,
     /// The configured poll interval, in milliseconds (0: not set).
     poll_interval_ms: AtomicU64,
+    /// How late its last walks started, in seconds (the newest last).
+    walk_delays: Mutex<VecDeque<f64>>,
+}
+
+/// Walks whose delays the status page summarises.
+pub const RECENT_WALKS: usize = 100;
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How late a source's recent walks started (for the status page).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WalkDelays {
+    /// Walks summarised (at most [`RECENT_WALKS`]).
+    pub walks: usize,
+    /// Their median delay, in seconds.
+    pub median: f64,
+    /// Their longest delay, in seconds.
+    pub max: f64,
 }
 
 impl SourceHandle {
@@ -146,13 +182,36 @@ impl SourceHandle {
             discovery_done: AtomicBool::new(false),
             discovery_error: Mutex::new(None),
             poll_interval_ms: AtomicU64::new(0),
+            walk_delays: Mutex::new(VecDeque::with_capacity(RECENT_WALKS)),
         }
     }
 
     /// Sets the poll interval its webhooks are walked at (for the status page).
     pub fn set_poll_interval(&self, d: Duration) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        self.poll_interval_ms.store(ms, Ordering::Relaxed);
+        self.poll_interval_ms.store(millis(d), Ordering::Relaxed);
+    }
+
+    /// Notes how late a walk started.
+    pub fn note_walk_delay(&self, secs: f64) {
+        let mut d = lock(&self.walk_delays);
+        if d.len() == RECENT_WALKS {
+            d.pop_front();
+        }
+        d.push_back(secs);
+    }
+
+    /// How late the recent walks started; `None` before the first.
+    pub fn walk_delays(&self) -> Option<WalkDelays> {
+        let mut v: Vec<f64> = lock(&self.walk_delays).iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(WalkDelays {
+            walks: v.len(),
+            median: v[v.len() / 2],
+            max: v[v.len() - 1],
+        })
     }
 
     /// The poll interval, if set.

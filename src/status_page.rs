@@ -14,7 +14,11 @@
 //! (plain numbers; for deliveries stamped within 24 h they equal the
 //! increase of `webhook_deliveries_total` / `…failures_total`) and
 //! `data-state` (`error`, `failing`, `recent`, `ok`, `pending`, in the order
-//! the rows are sorted by: see [`State`]).
+//! the rows are sorted by: see [`State`]) and `data-interval` (seconds: the
+//! interval the scheduler now walks it at, as `webhook_exporter_poll_interval_seconds`).
+//! Each source with walks has a `<p class="sched">` with `data-source`,
+//! `data-walk-delay-median` and `data-walk-delay-max` (seconds, over its
+//! last [`crate::registry::RECENT_WALKS`] walks): whether its walks start late.
 //!
 //! Like `/metrics` it only reads the registry and the ledger, one short lock
 //! per webhook, and shows only what `/metrics` shows (the published counts
@@ -24,7 +28,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::registry::{PollStatus, Registry};
+use crate::registry::{PollStatus, Registry, WalkDelays};
 use crate::timeseries::{BUCKETS, HOUR_BUCKETS};
 
 /// Points of the sparkline (30 minutes each).
@@ -76,8 +80,24 @@ struct Row {
     last_failure: Option<f64>,
     failing_since: Option<f64>,
     status: PollStatus,
+    /// The interval the scheduler now walks it at.
     interval: Option<Duration>,
+    /// The source's poll interval (what it is walked at with traffic).
+    base: Option<Duration>,
 }
+
+/// One source's scheduling, for its `sched` line.
+struct Sched {
+    source: Arc<str>,
+    delays: WalkDelays,
+    webhooks: usize,
+    /// Webhooks walked at a longer interval than `poll_interval` (idle).
+    backed_off: usize,
+    longest: Option<Duration>,
+}
+
+/// A median walk delay from which a source's walks are called behind.
+const BEHIND_SECS: f64 = 1.0;
 
 /// Renders the whole page for `registry` at unix time `now`; `telemetry_path`
 /// is where `/metrics` is served. Pure and synchronous (the server runs it on
@@ -85,6 +105,7 @@ struct Row {
 pub fn render(registry: &Registry, telemetry_path: &str, now: f64) -> String {
     let mut rows = Vec::new();
     let mut empty_sources = Vec::new();
+    let mut scheds = Vec::new();
     for s in registry.sources() {
         let webhooks = s.webhooks();
         if webhooks.is_empty() {
@@ -93,8 +114,19 @@ pub fn render(registry: &Registry, telemetry_path: &str, now: f64) -> String {
                 .unwrap_or_else(|| "no webhooks yet".into());
             empty_sources.push((s.name.clone(), s.provider, why));
         }
-        let interval = s.poll_interval();
+        let base = s.poll_interval();
+        if let Some(delays) = s.walk_delays() {
+            let intervals: Vec<Duration> = webhooks.iter().filter_map(|w| w.interval()).collect();
+            scheds.push(Sched {
+                source: s.name.clone(),
+                delays,
+                webhooks: webhooks.len(),
+                backed_off: intervals.iter().filter(|i| Some(**i) > base).count(),
+                longest: intervals.iter().max().copied(),
+            });
+        }
         for w in webhooks {
+            let interval = w.interval().or(base);
             let info = w.info();
             let status = w.status();
             let visible = w.ledger.visible();
@@ -144,6 +176,7 @@ pub fn render(registry: &Registry, telemetry_path: &str, now: f64) -> String {
                 failing_since: since.filter(|_| f1h > 0),
                 status,
                 interval,
+                base,
             });
         }
     }
@@ -157,7 +190,7 @@ pub fn render(registry: &Registry, telemetry_path: &str, now: f64) -> String {
     });
 
     let mut h = String::with_capacity(4096 + rows.len() * 1600);
-    head(&mut h, &rows, telemetry_path);
+    head(&mut h, &rows, &scheds, telemetry_path);
     for r in &rows {
         row(&mut h, r, now);
     }
@@ -193,7 +226,52 @@ tr.ok td:first-child{border-left:4px solid #3a3}tr.pending td:first-child{border
 .err{color:#8a1010;font-size:12px}svg{display:block}polyline{fill:none;stroke:#8aa;stroke-width:1}\
 path{stroke:#d22;stroke-width:2}#q{margin:6px 16px;padding:4px 6px;width:260px}";
 
-fn head(h: &mut String, rows: &[Row], telemetry_path: &str) {
+/// Per source: whether its walks start late, and how many webhooks idle.
+fn sched_lines(h: &mut String, scheds: &[Sched]) {
+    h.push_str("<div id=\"sched\">");
+    for s in scheds {
+        let d = s.delays;
+        let behind = d.median >= BEHIND_SECS;
+        h.push_str("<p class=\"note sched\" data-source=\"");
+        esc(h, &s.source);
+        let _ = write!(
+            h,
+            "\" data-walk-delay-median=\"{:.3}\" data-walk-delay-max=\"{:.3}\"><b>",
+            d.median, d.max
+        );
+        esc(h, &s.source);
+        h.push_str("</b>: ");
+        if behind {
+            let _ = write!(
+                h,
+                "<b class=\"bad\">walks behind</b>, they start {:.1} s late (median; longest {:.1} s) over the last {} walks: the quota is short",
+                d.median, d.max, d.walks
+            );
+        } else {
+            let _ = write!(
+                h,
+                "walks on time (median {:.1} s late, longest {:.1} s, last {} walks)",
+                d.median, d.max, d.walks
+            );
+        }
+        if s.backed_off > 0 {
+            let _ = write!(
+                h,
+                "; {} of {} webhooks idle, walked less often",
+                s.backed_off, s.webhooks
+            );
+            if let Some(l) = s.longest {
+                h.push_str(" (up to every ");
+                ago(h, l.as_secs_f64());
+                h.push(')');
+            }
+        }
+        h.push_str("</p>");
+    }
+    h.push_str("</div>");
+}
+
+fn head(h: &mut String, rows: &[Row], scheds: &[Sched], telemetry_path: &str) {
     let failing = rows.iter().filter(|r| r.state <= State::Failing).count();
     let sum = |f: fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
     let (d1h, f1h, d24, f24) = (
@@ -223,6 +301,7 @@ fn head(h: &mut String, rows: &[Row], telemetry_path: &str) {
         ratio(f1h, d1h),
         ratio(f24, d24),
     );
+    sched_lines(h, scheds);
     h.push_str(
         "<p class=\"note\">Counted by each delivery's own timestamp, in 5-minute buckets. \
          Top errors: the last 24 h by hour, at most 8 labels a webhook, then <i>other</i>. \
@@ -249,12 +328,13 @@ fn row(h: &mut String, r: &Row, now: f64) {
     let _ = write!(
         h,
         "\" data-deliveries-1h=\"{}\" data-failures-1h=\"{}\" data-deliveries-24h=\"{}\" \
-         data-failures-24h=\"{}\" data-lf=\"{}\"><td><span class=\"st\">{}</span> <b>",
+         data-failures-24h=\"{}\" data-lf=\"{}\" data-interval=\"{}\"><td><span class=\"st\">{}</span> <b>",
         r.d1h,
         r.f1h,
         r.d24,
         r.f24,
         r.last_failure.map_or(0, |t| t as u64),
+        r.interval.map_or(0.0, |i| i.as_secs_f64()),
         r.state.as_str(),
     );
     if r.name.is_empty() {
@@ -350,6 +430,9 @@ fn poll(h: &mut String, r: &Row, now: f64) {
     if let Some(i) = r.interval {
         h.push_str("<br><small>every ");
         ago(h, i.as_secs_f64());
+        if r.base.is_some_and(|b| i > b) {
+            h.push_str(" (idle: backed off)");
+        }
         if let Some(t) = st.last_poll
             && now - t > 2.0 * i.as_secs_f64() + 60.0
         {
@@ -479,8 +562,9 @@ th.title='sort';th.addEventListener('click',function(){var n=th.dataset.k;\
 dir=k===n?-dir:(n==='state'?1:-1);k=n;apply();});});\
 setInterval(function(){fetch(location.href,{cache:'no-store'}).then(function(r){return r.text();})\
 .then(function(t){var d=new DOMParser().parseFromString(t,'text/html');\
-var nb=d.querySelector('#hooks tbody'),nt=d.getElementById('tot');if(!nb||!nt)return;\
+var nb=d.querySelector('#hooks tbody'),nt=d.getElementById('tot'),ns=d.getElementById('sched');if(!nb||!nt)return;\
 document.querySelector('#hooks tbody').replaceWith(nb);document.getElementById('tot').replaceWith(nt);\
+var os=document.getElementById('sched');if(os&&ns)os.replaceWith(ns);\
 document.title=d.title;apply();}).catch(function(){});},30000);\
 })();</script></body></html>\n";
 
@@ -609,6 +693,52 @@ mod tests {
         println!("1000 webhooks: {bytes} bytes in {each:?} a render");
         // A debug build is ~10x slower than release; both stay well under this.
         assert!(each < Duration::from_millis(500), "{each:?}");
+    }
+
+    #[test]
+    fn intervals_and_late_walks_are_shown_per_webhook_and_source() {
+        let now = crate::util::unix_now();
+        let reg = registry(2, 4, now);
+        let sources = reg.sources();
+        // source-0: walks late, two webhooks backed off to 5 min.
+        for d in [0.0, 4.0, 6.0, 9.0, 30.0] {
+            sources[0].note_walk_delay(d);
+        }
+        let hooks = sources[0].webhooks();
+        hooks[0].set_interval(Duration::from_secs(30));
+        hooks[1].set_interval(Duration::from_secs(300));
+        hooks[2].set_interval(Duration::from_secs(300));
+        // source-1: on time, intervals not published yet.
+        sources[1].note_walk_delay(0.2);
+        let page = render(&reg, "/metrics", now);
+        let sched: Vec<&str> = page
+            .split("<p class=\"note sched\"")
+            .skip(1)
+            .map(|p| p.split("</p>").next().unwrap_or(""))
+            .collect();
+        assert_eq!(sched.len(), 2);
+        assert_eq!(attr(sched[0], "data-source"), "source-0");
+        assert_eq!(attr(sched[0], "data-walk-delay-median"), "6.000");
+        assert_eq!(attr(sched[0], "data-walk-delay-max"), "30.000");
+        assert!(sched[0].contains("walks behind"), "{}", sched[0]);
+        assert!(sched[0].contains("2 of 4 webhooks idle"), "{}", sched[0]);
+        assert!(sched[0].contains("up to every 5m"), "{}", sched[0]);
+        assert!(sched[1].contains("walks on time"), "{}", sched[1]);
+        assert!(!sched[1].contains("idle"), "{}", sched[1]);
+        let interval = |id: &str| {
+            let r = page
+                .split("<tr class=\"hook ")
+                .find(|r| attr(r, "data-webhook") == id)
+                .expect("row");
+            (
+                attr(r, "data-interval").to_string(),
+                r.contains("backed off"),
+            )
+        };
+        assert_eq!(interval(&hooks[0].id), ("30".into(), false));
+        assert_eq!(interval(&hooks[1].id), ("300".into(), true));
+        // Not published yet: the source's poll interval.
+        assert_eq!(interval(&hooks[3].id), ("30".into(), false));
     }
 
     #[test]

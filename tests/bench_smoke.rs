@@ -18,6 +18,9 @@ const FIGURES: &[&str] = &[
     "quota_utilization",
     "quota_peak_1s",
     "count_latency_s_p95",
+    "scarce_active_age_p95_s",
+    "scarce_idle_age_max_s",
+    "scarce_quota_peak_1s",
 ];
 
 #[test]

@@ -36,7 +36,7 @@ const DASHBOARDS: [&str; 2] = [
 ];
 
 /// Alert names are a contract (receivers, silences and inhibitions use them).
-const CONTRACT_ALERTS: [&str; 9] = [
+const CONTRACT_ALERTS: [&str; 10] = [
     "WebhookDeliveryErrorBudgetBurn",
     "WebhookEndpointFailing",
     "WebhookRequestsExhausted",
@@ -44,6 +44,7 @@ const CONTRACT_ALERTS: [&str; 9] = [
     "WebhookExporterStale",
     "WebhookExporterThrottled",
     "WebhookExporterQuotaLow",
+    "WebhookExporterWalksBehind",
     "WebhookExporterDown",
     "WebhookExporterShardingMismatch",
 ];

@@ -76,6 +76,9 @@ pub struct Config {
 pub struct Global {
     /// How often each webhook's logs are walked (default 30s).
     pub poll_interval: Duration,
+    /// How rarely an idle webhook may be walked when the quota is short;
+    /// `None`: 10 × each source's poll interval.
+    pub max_poll_interval: Option<Duration>,
     /// First sight of a webhook: count logs newer than now − lookback (default 1h).
     pub lookback: Duration,
     /// Timeout of one API call (default 10s).
@@ -104,6 +107,7 @@ impl Default for Global {
     fn default() -> Self {
         Global {
             poll_interval: Duration::from_secs(30),
+            max_poll_interval: None,
             lookback: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(10),
             state_file: Some(PathBuf::from("webhook-log-exporter.state.json")),
@@ -135,6 +139,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawGlobal {
     poll_interval: Option<Scalar<HumanDuration>>,
+    max_poll_interval: Option<Scalar<HumanDuration>>,
     lookback: Option<Scalar<HumanDuration>>,
     request_timeout: Option<Scalar<HumanDuration>>,
     state_file: Option<Scalar<String>>,
@@ -194,6 +199,7 @@ impl Config {
         let g = raw.global.unwrap_or_default();
         let global = Global {
             poll_interval: g.poll_interval.map(|s| s.0.0).unwrap_or(d.poll_interval),
+            max_poll_interval: g.max_poll_interval.map(|s| s.0.0),
             lookback: g.lookback.map(|s| s.0.0).unwrap_or(d.lookback),
             request_timeout: g
                 .request_timeout
@@ -236,6 +242,18 @@ impl Config {
                 return Err(err(key, "must be at least 100ms".into()));
             }
         }
+        if let Some(max) = global.max_poll_interval
+            && max < global.poll_interval
+        {
+            return Err(err(
+                "global.max_poll_interval",
+                format!(
+                    "{} is shorter than poll_interval {}: it bounds how rarely an idle webhook is walked, so it must be at least poll_interval",
+                    humantime::format_duration(max),
+                    humantime::format_duration(global.poll_interval)
+                ),
+            ));
+        }
         if global.max_error_values == 0 {
             return Err(err("global.max_error_values", "must be at least 1".into()));
         }
@@ -276,10 +294,14 @@ impl Config {
         let g = &self.global;
         let _ = writeln!(
             s,
-            "{}: OK, {} source(s); poll_interval={} lookback={} overlap={} state_file={}",
+            "{}: OK, {} source(s); poll_interval={} max_poll_interval={} lookback={} overlap={} state_file={}",
             self.path.display(),
             self.sources.len(),
             humantime::format_duration(g.poll_interval),
+            g.max_poll_interval.map_or_else(
+                || "10×poll_interval".to_string(),
+                |d| humantime::format_duration(d).to_string()
+            ),
             humantime::format_duration(g.lookback),
             humantime::format_duration(g.overlap),
             g.state_file
@@ -291,7 +313,7 @@ impl Config {
             let scope = src.provider.scope();
             let _ = writeln!(
                 s,
-                "  source {} provider={} base_url={} {} page_size={} rate_limit={}/s burst {} poll_interval={}",
+                "  source {} provider={} base_url={} {} page_size={} rate_limit={}/s burst {} poll_interval={} max_poll_interval={}",
                 src.name,
                 src.provider_name(),
                 src.base_url,
@@ -300,6 +322,7 @@ impl Config {
                 src.rate_limit.requests_per_second,
                 src.rate_limit.burst,
                 humantime::format_duration(src.poll_interval),
+                humantime::format_duration(src.max_poll_interval),
             );
         }
         s
@@ -335,6 +358,7 @@ mod tests {
         assert_eq!(s.rate_limit.requests_per_second, 10.0);
         assert_eq!(s.rate_limit.burst.get(), 10);
         assert_eq!(s.poll_interval, Duration::from_secs(30));
+        assert_eq!(s.max_poll_interval, Duration::from_secs(300));
         assert_eq!(s.concurrency, 5, "half the default 10 requests/s");
     }
 
@@ -358,6 +382,46 @@ mod tests {
             with("    rate_limit: {requests_per_second: 5000}\n    concurrency: 2\n"),
             Some(2)
         );
+    }
+
+    #[test]
+    fn max_poll_interval_defaults_to_ten_poll_intervals_and_is_checked() {
+        let max = |global: &str, extra: &str| {
+            parse(&format!("{global}{MINIMAL}{extra}"))
+                .map(|c| c.sources[0].max_poll_interval.as_secs())
+                .ok()
+        };
+        assert_eq!(max("", "    poll_interval: 5s\n"), Some(50));
+        assert_eq!(max("global:\n  poll_interval: 2s\n", ""), Some(20));
+        assert_eq!(
+            max(
+                "global:\n  max_poll_interval: 2m\n",
+                "    poll_interval: 5s\n"
+            ),
+            Some(120)
+        );
+        assert_eq!(
+            max(
+                "global:\n  max_poll_interval: 2m\n",
+                "    max_poll_interval: 40s\n"
+            ),
+            Some(40)
+        );
+        let (line, key, msg) = invalid(&format!(
+            "{MINIMAL}    poll_interval: 5s\n    max_poll_interval: 4s\n"
+        ));
+        assert_eq!(
+            (line, key.as_str()),
+            (Some(7), "sources[0].max_poll_interval")
+        );
+        assert!(msg.contains("at least poll_interval"), "{msg}");
+        let (line, key, _) = invalid(&format!("global:\n  max_poll_interval: 10s\n{MINIMAL}"));
+        assert_eq!((line, key.as_str()), (Some(2), "global.max_poll_interval"));
+        // A source polled more slowly than the global bound: named at the global key.
+        let (line, key, _) = invalid(&format!(
+            "global:\n  poll_interval: 5s\n  max_poll_interval: 10s\n{MINIMAL}    poll_interval: 20s\n"
+        ));
+        assert_eq!((line, key.as_str()), (Some(3), "global.max_poll_interval"));
     }
 
     #[test]

@@ -37,8 +37,13 @@ pub struct SourceConfig {
     pub page_size: u32,
     /// Shared limiter settings.
     pub rate_limit: RateLimit,
-    /// Per-source poll interval (defaults to the global one).
+    /// Per-source poll interval (defaults to the global one): how often a
+    /// webhook with traffic is walked.
     pub poll_interval: Duration,
+    /// How rarely an idle webhook may be walked when the quota is short
+    /// (default: the global one, else 10 × `poll_interval`); at least
+    /// `poll_interval`.
+    pub max_poll_interval: Duration,
     /// Walks of this source allowed at the same time (default:
     /// [`default_concurrency`] of the rate limit).
     pub concurrency: usize,
@@ -60,6 +65,7 @@ impl PartialEq for SourceConfig {
             && self.page_size == o.page_size
             && self.rate_limit == o.rate_limit
             && self.poll_interval == o.poll_interval
+            && self.max_poll_interval == o.max_poll_interval
             && self.concurrency == o.concurrency
             && self.provider.same(o.provider.as_ref())
     }
@@ -76,6 +82,7 @@ struct RawCommon {
     page_size: Option<Scalar<u32>>,
     rate_limit: Option<RawRateLimit>,
     poll_interval: Option<Scalar<HumanDuration>>,
+    max_poll_interval: Option<Scalar<HumanDuration>>,
     concurrency: Option<Scalar<usize>>,
 }
 
@@ -88,6 +95,7 @@ const COMMON_KEYS: &[&str] = &[
     "page_size",
     "rate_limit",
     "poll_interval",
+    "max_poll_interval",
     "concurrency",
 ];
 
@@ -238,6 +246,25 @@ fn source(
     if poll_interval < Duration::from_millis(100) {
         return Err(cx.err(&at("poll_interval"), "must be at least 100ms".into()));
     }
+    let own_max = rs.max_poll_interval.map(|s| s.0.0);
+    let max_poll_interval = own_max
+        .or(cx.global.max_poll_interval)
+        .unwrap_or_else(|| poll_interval.saturating_mul(10));
+    if max_poll_interval < poll_interval {
+        let key = if own_max.is_some() {
+            at("max_poll_interval")
+        } else {
+            "global.max_poll_interval".to_string()
+        };
+        return Err(cx.err(
+            &key,
+            format!(
+                "{} is shorter than the poll_interval {} of source {name:?}: it bounds how rarely an idle webhook is walked, so it must be at least poll_interval",
+                humantime::format_duration(max_poll_interval),
+                humantime::format_duration(poll_interval)
+            ),
+        ));
+    }
     let concurrency = rs
         .concurrency
         .map_or_else(|| default_concurrency(rps), |s| s.0);
@@ -261,6 +288,7 @@ fn source(
         page_size,
         rate_limit,
         poll_interval,
+        max_poll_interval,
         concurrency,
         provider: (reg.parse)(&keys)?,
     })

@@ -27,6 +27,8 @@
 //! | `rss_mib_1k_webhooks` | ≤ 64 | `rss`: resident memory of an exporter polling 1,000 webhooks × 10 events at steady state, scraped every 2 s (in a child process, so its RSS is its own) |
 //! | `quota_utilization` | ≥ 0.9 | `quota`: share of a 50/s, burst-10 quota used on a backlog; `quota_peak_1s` (≤ 60) is the most calls the simulator saw in any 1 s |
 //! | `count_latency_s_p95` | ≤ 3 | `latency`: log created → counter incremented, polling every 2 s |
+//! | `scarce_active_age_p95_s` | ≤ 15 | `scarce`: 200 Authing webhooks, 10 active (one delivery each 4 s), 5 requests/s burst 5, `poll_interval: 5s`: p95 of the time since an active webhook's last walk began (round-robin: 40) |
+//! | `scarce_idle_age_max_s` | ≤ 65 | `scarce`: the same for the 190 idle ones, the maximum (`max_poll_interval` 50 s + 15); `scarce_quota_peak_1s` (≤ 10) is the most calls the simulator saw in any 1 s |
 //!
 //! Rate limits are off in the throughput scenarios: they measure the
 //! exporter, not the provider's quota (10 requests/s × 50 entries is at most
@@ -55,6 +57,7 @@ use webhook_log_exporter::sim::bird::{BirdSim, BirdSimConfig, BirdSimSubscriptio
 mod cpu;
 mod harness;
 mod quota;
+mod scarce;
 mod scrape;
 mod throughput;
 
@@ -74,7 +77,7 @@ struct Args {
     /// A fast smoke run (seconds, small sizes): figures are not meaningful.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, comma-separated: ingest,bird,scrape,rss,quota,latency.
+    /// Scenarios to run, comma-separated: ingest,bird,scrape,rss,quota,latency,scarce.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Do not pin threads to CPUs.
@@ -110,6 +113,7 @@ struct Plan {
     quota_secs: f64,
     latency_webhooks: usize,
     latency_secs: f64,
+    scarce: scarce::Scarce,
 }
 
 impl Plan {
@@ -130,6 +134,17 @@ impl Plan {
                 quota_secs: 1.5,
                 latency_webhooks: 3,
                 latency_secs: 4.0,
+                scarce: scarce::Scarce {
+                    webhooks: 20,
+                    active: 2,
+                    rps: 5.0,
+                    burst: 5,
+                    poll: Duration::from_secs(1),
+                    max_poll: Duration::from_secs(10),
+                    every: Duration::from_millis(800),
+                    warmup: Duration::from_secs(3),
+                    measure: Duration::from_secs(3),
+                },
             }
         } else {
             Plan {
@@ -147,6 +162,17 @@ impl Plan {
                 quota_secs: 10.0,
                 latency_webhooks: 10,
                 latency_secs: 20.0,
+                scarce: scarce::Scarce {
+                    webhooks: 200,
+                    active: 10,
+                    rps: 5.0,
+                    burst: 5,
+                    poll: Duration::from_secs(5),
+                    max_poll: Duration::from_secs(50),
+                    every: Duration::from_secs(4),
+                    warmup: Duration::from_secs(100),
+                    measure: Duration::from_secs(150),
+                },
             }
         }
     }
@@ -203,6 +229,9 @@ fn main() -> anyhow::Result<()> {
         }
         if want("latency") {
             bench.latency().await?;
+        }
+        if want("scarce") {
+            bench.scarce().await?;
         }
         anyhow::Ok(())
     })?;

@@ -263,6 +263,12 @@ pub(super) async fn webhook_logs(
         if let Some(refused) = st.admit("get-webhook-logs", &headers) {
             return refused;
         }
+        let call = (
+            Instant::now(),
+            req.webhook_id.clone(),
+            req.page.unwrap_or(1),
+        );
+        st.log_calls.push(call);
         st.take_fault("get-webhook-logs")
     };
     let page = req.page.unwrap_or(1).max(1);

@@ -375,6 +375,12 @@ impl AuthingSim {
         best
     }
 
+    /// Every logs request let in so far: when, which webhook, which page
+    /// (what per-webhook walk counts and ages are measured from).
+    pub fn log_calls(&self) -> Vec<(Instant, String, u64)> {
+        lock(&self.state).log_calls.clone()
+    }
+
     /// Instants of every request so far.
     pub fn request_times(&self) -> Vec<Instant> {
         lock(&self.state).requests.iter().map(|(t, _)| *t).collect()

@@ -16,6 +16,8 @@ pub(super) struct SimState {
     pub(super) served_by_kind: BTreeMap<&'static str, u64>,
     pub(super) random_faults: Option<(f64, Vec<Fault>)>,
     pub(super) requests: Vec<(Instant, &'static str)>,
+    /// Logs requests let in: when, which webhook, which page.
+    pub(super) log_calls: Vec<(Instant, String, u64)>,
     pub(super) drift_per_page: usize,
     /// Webhooks deleted: no longer listed, their logs an empty list.
     pub(super) deleted: Vec<String>,
@@ -47,6 +49,7 @@ impl SimState {
             served_by_kind: BTreeMap::new(),
             random_faults: None,
             requests: Vec::new(),
+            log_calls: Vec::new(),
             drift_per_page: 0,
             deleted: Vec::new(),
             duplicate_next: false,
