@@ -52,12 +52,15 @@ async fn page_numbers_equal_the_counters_and_survive_a_restart() {
     })
     .await;
     let hour = Duration::from_secs(3600);
-    // Webhook 1: 40 now, 10 three hours ago (in 24 h, not in the last hour).
-    sim.generate(0, 40);
+    // Written in time order, as a real log is (an aged entry written after
+    // newer ones would sit at the top of the list, out of order, and the
+    // list order is detected from the timestamps).
+    // Webhook 1: 10 three hours ago (in 24 h, not in the last hour), 40 now.
     sim.generate_aged(0, 10, 3 * hour);
-    // Webhook 2: 30 now, 7 thirty hours ago (counted, but not in 24 h).
-    sim.generate(1, 30);
+    sim.generate(0, 40);
+    // Webhook 2: 7 thirty hours ago (counted, but not in 24 h), 30 now.
     sim.generate_aged(1, 7, 30 * hour);
+    sim.generate(1, 30);
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.json");
     let config = dir.path().join("config.yml");
