@@ -16,6 +16,9 @@ use webhook_log_exporter::sim::bird::{
 
 const FAST: &str = "  poll_interval: 300ms\n  request_timeout: 2s\n  lookback: 1h\n  overlap: 1s\n  max_error_values: 1000\n  discovery_interval: 1s\n";
 
+/// A rate limit that leaves room for the optional details calls.
+const ROOM: &str = "    rate_limit: {requests_per_second: 500, burst: 100}\n";
+
 async fn start_bird(cfg: BirdSimConfig) -> BirdSim {
     BirdSim::start(cfg).await.expect("start Bird simulator")
 }
@@ -294,9 +297,14 @@ async fn every_attempt_gets_its_own_status_from_details_at_one_call_per_request(
     for i in 0..3 {
         sim.generate_settled(i, 25);
     }
+    // Details are optional calls (SPEC §7): a quota with room for them.
     let exp = start_exporter(&config_text(
         FAST,
-        &[bird_source("b", &sim, "    page_size: 10\n")],
+        &[bird_source(
+            "b",
+            &sim,
+            &format!("    page_size: 10\n{ROOM}"),
+        )],
     ))
     .await;
     let m = wait_for_counts(exp.addr, "b", Duration::from_secs(15), || {
@@ -806,7 +814,8 @@ async fn a_restart_mid_retry_resumes_from_the_saved_cursor_without_double_counti
     let text = format!(
         "global:\n  state_file: {}\n{FAST}sources:\n{}",
         state.display(),
-        bird_source("b", &sim, "    page_size: 5\n")
+        // Details are optional calls (SPEC §7): a quota with room for them.
+        bird_source("b", &sim, &format!("    page_size: 5\n{ROOM}"))
     );
     let exp = start_exporter(&text).await;
     wait_for(Duration::from_secs(10), "first walks", || async {
@@ -943,9 +952,14 @@ async fn details_are_asked_with_request_id_alone_and_paged_by_their_token() {
     for i in 0..2 {
         sim.generate_settled(i, 12);
     }
+    // Details are optional calls (SPEC §7): a quota with room for them.
     let exp = start_exporter(&config_text(
         FAST,
-        &[bird_source("b", &sim, "    page_size: 10\n")],
+        &[bird_source(
+            "b",
+            &sim,
+            &format!("    page_size: 10\n{ROOM}"),
+        )],
     ))
     .await;
     let m = wait_for_truth(exp.addr, &sim, "b").await;
@@ -994,9 +1008,14 @@ async fn a_details_route_that_refuses_leaves_attempts_unknown_and_walks_going() 
         for i in 0..2 {
             sim.generate_settled(i, 15);
         }
+        // Details are optional calls (SPEC §7): a quota with room for them.
         let exp = start_exporter(&config_text(
             FAST,
-            &[bird_source("b", &sim, "    page_size: 10\n")],
+            &[bird_source(
+                "b",
+                &sim,
+                &format!("    page_size: 10\n{ROOM}"),
+            )],
         ))
         .await;
         // Exactly what an exporter without details counts.
