@@ -18,6 +18,8 @@ const FIGURES: &[&str] = &[
     "quota_utilization",
     "quota_peak_1s",
     "count_latency_s_p95",
+    "authing_calls_per_walk_vs_limit",
+    "bird_calls_per_walk_vs_limit",
 ];
 
 #[test]

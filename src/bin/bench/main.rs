@@ -27,6 +27,8 @@
 //! | `rss_mib_1k_webhooks` | ≤ 64 | `rss`: resident memory of an exporter polling 1,000 webhooks × 10 events at steady state, scraped every 2 s (in a child process, so its RSS is its own) |
 //! | `quota_utilization` | ≥ 0.9 | `quota`: share of a 50/s, burst-10 quota used on a backlog; `quota_peak_1s` (≤ 60) is the most calls the simulator saw in any 1 s |
 //! | `count_latency_s_p95` | ≤ 3 | `latency`: log created → counter incremented, polling every 2 s |
+//! | `authing_calls_per_walk_vs_limit` | ≤ 1.25 | `walks`: a busy Authing webhook (100 new logs a walk, pages of 50, a late log every 10th walk): log-page calls ÷ Σ `ceil((n + 1) / 50)` (`walks.rs` says exactly how) |
+//! | `bird_calls_per_walk_vs_limit` | ≤ 1.25 | `walks`: the same for a busy Bird subscription (pages of 100, quick retries) |
 //!
 //! Rate limits are off in the throughput scenarios: they measure the
 //! exporter, not the provider's quota (10 requests/s × 50 entries is at most
@@ -57,6 +59,7 @@ mod harness;
 mod quota;
 mod scrape;
 mod throughput;
+mod walks;
 
 use cpu::*;
 use harness::*;
@@ -74,7 +77,7 @@ struct Args {
     /// A fast smoke run (seconds, small sizes): figures are not meaningful.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, comma-separated: ingest,bird,scrape,rss,quota,latency.
+    /// Scenarios to run, comma-separated: ingest,bird,scrape,rss,quota,latency,walks.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Do not pin threads to CPUs.
@@ -110,6 +113,8 @@ struct Plan {
     quota_secs: f64,
     latency_webhooks: usize,
     latency_secs: f64,
+    /// How long each busy webhook of `walks` is measured.
+    walks_secs: f64,
 }
 
 impl Plan {
@@ -130,6 +135,7 @@ impl Plan {
                 quota_secs: 1.5,
                 latency_webhooks: 3,
                 latency_secs: 4.0,
+                walks_secs: 4.0,
             }
         } else {
             Plan {
@@ -147,6 +153,7 @@ impl Plan {
                 quota_secs: 10.0,
                 latency_webhooks: 10,
                 latency_secs: 20.0,
+                walks_secs: 40.0,
             }
         }
     }
@@ -203,6 +210,9 @@ fn main() -> anyhow::Result<()> {
         }
         if want("latency") {
             bench.latency().await?;
+        }
+        if want("walks") {
+            bench.walks().await?;
         }
         anyhow::Ok(())
     })?;

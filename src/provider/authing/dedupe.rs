@@ -188,6 +188,17 @@ impl ContentDedupe {
         self.newest_ms
     }
 
+    /// The key of the one entry counted at `ts_ms`, if exactly one copy of
+    /// one entry was: a head walk that meets it has met every entry it knows
+    /// at the head's timestamp.
+    pub fn only_key_at(&self, ts_ms: i64) -> Option<Key> {
+        let mut at = self.seen.range((ts_ms, 0)..=(ts_ms, Key::MAX));
+        match (at.next(), at.next()) {
+            (Some(((_, k), 1)), None) => Some(*k),
+            _ => None,
+        }
+    }
+
     /// Nothing older than this is ever counted (ms).
     pub fn floor_ms(&self) -> i64 {
         self.floor_ms

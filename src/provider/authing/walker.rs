@@ -136,6 +136,10 @@ impl AuthingWalker {
             (Pass::Head, Some(h)) => h,
             _ => window_ms,
         });
+        // The head walk may stop at the newest entry it counted before, when
+        // that entry is the only one it knows at its millisecond: any other
+        // there, below it, is a late log the totals tell of.
+        let head_key = head_ms.and_then(|h| dedupe.only_key_at(h).map(|k| (k, h)));
         let lag_now = sink.webhook.first_walk_done().then_some(now);
         let prev_top = self.cursor.top;
         // `totalCount` on the first page this walk counted from.
@@ -251,6 +255,7 @@ impl AuthingWalker {
             loop {
                 feeds += 1;
                 let fresh = dedupe.observe_page(&mut walk, &keys, alignment);
+                let mut invalid_now = 0u64;
                 let mut attempts = Vec::with_capacity(entries.len());
                 for (parsed, is_new) in entries.iter().zip(&fresh) {
                     match parsed {
@@ -263,7 +268,13 @@ impl AuthingWalker {
                         Parsed::Ok(_) => {}
                         Parsed::Invalid(k) => {
                             if self.cursor.invalid_seen.first_time(*k) {
+                                // Counted as invalid, once: in the totals'
+                                // account like any entry counted.
                                 report.invalid += 1;
+                                invalid_now += 1;
+                                if head_ms.is_some_and(|h| walk.bound_ms < h) {
+                                    late_found += 1;
+                                }
                             }
                         }
                     }
@@ -282,13 +293,15 @@ impl AuthingWalker {
                 sink.webhook
                     .record_attempts(sink.source, &attempts, lag_now);
                 if let Some(c) = self.cursor.late.as_mut() {
-                    c.note_counted(attempts.len() as u64);
+                    c.note_counted(attempts.len() as u64 + invalid_now);
                 }
                 if feeds == 1 {
                     report.entries += entries.len() as u64;
                 }
                 report.counted += attempts.len() as u64;
-                let head_done = page_min.is_some_and(|t| t < walk.bound_ms) || at_end;
+                let met_head =
+                    head_key.is_some_and(|(k, h)| keys.iter().any(|e| *e == (k, Some(h))));
+                let head_done = page_min.is_some_and(|t| t < walk.bound_ms) || at_end || met_head;
                 if pass == Pass::Head && head_done {
                     let unexplained = match (&self.cursor.late, first_total) {
                         (Some(c), Some(t)) => c.unexplained(t),
@@ -314,7 +327,9 @@ impl AuthingWalker {
                 report.complete = true;
                 break;
             }
-            let reached_bound = page_min.is_some_and(|t| t < walk.bound_ms);
+            let reached_bound = page_min.is_some_and(|t| t < walk.bound_ms)
+                || (pass == Pass::Head
+                    && head_key.is_some_and(|(k, h)| keys.iter().any(|e| *e == (k, Some(h)))));
             if reached_bound || at_end || entries.is_empty() {
                 report.complete = true;
                 break;
