@@ -158,7 +158,7 @@ impl Bench {
                     late_at = Some(walk);
                     let behind = LATE_BEHIND_MS[late % LATE_BEHIND_MS.len()];
                     late += 1;
-                    sim.generate_late(0, 1, Duration::from_millis(behind));
+                    sim.generate_late(0, 1, Duration::from_millis(behind), false);
                 } else {
                     sim.generate(0, 1);
                 }

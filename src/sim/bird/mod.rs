@@ -393,8 +393,8 @@ impl BirdSim {
     /// Writes `n` requests of subscription `idx` late: created `behind` the
     /// newest request of its list (now, if it has none), listed where
     /// `createdAt` puts them (at depth in a newest-first list), their retries
-    /// scheduled from then.
-    pub fn generate_late(&self, idx: usize, n: usize, behind: Duration) {
+    /// scheduled from then (`settled`: every attempt made at once).
+    pub fn generate_late(&self, idx: usize, n: usize, behind: Duration, settled: bool) {
         let mut st = lock(&self.state);
         let Some(id) = st.cfg.subscriptions.get(idx).map(|s| s.id.clone()) else {
             return;
@@ -405,7 +405,7 @@ impl BirdSim {
             .and_then(|l| l.last())
             .map_or_else(now_ms, |r| r.created_ms);
         for _ in 0..n {
-            st.generate_at(idx, newest - behind.as_millis() as i64, false);
+            st.generate_at(idx, newest - behind.as_millis() as i64, settled);
             st.late_written += 1;
         }
     }
