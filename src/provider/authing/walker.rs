@@ -251,6 +251,8 @@ impl AuthingWalker {
             // A page is fed once, or twice when the head walk turns into a
             // re-read on it: then again as a new stretch, which counts only
             // copies beyond those counted (its entries above the head were).
+            // Whether the page holds the head entry (see `head_key`).
+            let met_head = head_key.is_some_and(|(k, h)| keys.contains(&(k, Some(h))));
             let mut feeds = 0;
             loop {
                 feeds += 1;
@@ -299,8 +301,6 @@ impl AuthingWalker {
                     report.entries += entries.len() as u64;
                 }
                 report.counted += attempts.len() as u64;
-                let met_head =
-                    head_key.is_some_and(|(k, h)| keys.iter().any(|e| *e == (k, Some(h))));
                 let head_done = page_min.is_some_and(|t| t < walk.bound_ms) || at_end || met_head;
                 if pass == Pass::Head && head_done {
                     let unexplained = match (&self.cursor.late, first_total) {
@@ -327,9 +327,8 @@ impl AuthingWalker {
                 report.complete = true;
                 break;
             }
-            let reached_bound = page_min.is_some_and(|t| t < walk.bound_ms)
-                || (pass == Pass::Head
-                    && head_key.is_some_and(|(k, h)| keys.iter().any(|e| *e == (k, Some(h)))));
+            let reached_bound =
+                page_min.is_some_and(|t| t < walk.bound_ms) || (pass == Pass::Head && met_head);
             if reached_bound || at_end || entries.is_empty() {
                 report.complete = true;
                 break;
