@@ -141,7 +141,8 @@ impl AuthingWalker {
         // there, below it, is a late log the totals tell of.
         let head_key = head_ms.and_then(|h| dedupe.only_key_at(h).map(|k| (k, h)));
         let lag_now = sink.webhook.first_walk_done().then_some(now);
-        let prev_top = self.cursor.top;
+        let prev_top = self.cursor.top.take();
+        let mut new_top = None;
         // `totalCount` on the first page this walk counted from.
         let mut first_total: Option<u64> = None;
         // Late entries still to find below the head (the totals' proof), and
@@ -206,7 +207,9 @@ impl AuthingWalker {
             if first_total.is_none() {
                 first_total = Some(total);
                 let top = (total, page_hash(&list_keys));
-                self.cursor.top = Some(top);
+                // Kept once the walk is complete: after a failed one, the
+                // next must not take an unchanged first page for idle.
+                new_top = Some(top);
                 if pass == Pass::Head && prev_top == Some(top) {
                     // The newest page and the total as they were: nothing new,
                     // nothing late (what the totals cannot see while the list
@@ -337,6 +340,7 @@ impl AuthingWalker {
         }
         note_invalid(&report, sink, p.client.source(), &self.webhook);
         if report.complete {
+            self.cursor.top = new_top;
             self.finish(&walk, pass, caught_up, head_ms, first_total, late_found);
         }
         Ok(report)
