@@ -231,3 +231,46 @@ async fn newest_first_late_logs_count_once_at_the_cost_of_their_depth() {
 async fn oldest_first_late_logs_count_once_at_the_cost_of_their_depth() {
     late_logs_count_once_and_walks_cost_what_they_must(ListOrder::OldestFirst).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_log_hidden_by_retention_expiry_is_found_by_the_safety_re_read() {
+    let sim = start_sim(AuthingSimConfig {
+        webhooks: vec![AuthingSimWebhook {
+            id: "6229ffa00000000000000001".into(),
+            name: "expiring".into(),
+            enabled: true,
+            events: vec!["user:created".into()],
+        }],
+        failure_ratio: 0.3,
+        ..AuthingSimConfig::default()
+    })
+    .await;
+    for _ in 0..4 {
+        sim.generate(0, 10);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let extra = "    page_size: 10\n    rate_limit: {requests_per_second: 200, burst: 20}\n";
+    let exp = start_exporter(&config_text(global(), &[authing_source("a", &sim, extra)])).await;
+    wait_for_truth(exp.addr, &sim, "a", Duration::from_secs(20)).await;
+    // The oldest entries expire, walk after walk: totalCount falls short of
+    // what was counted, and the walker stops trusting it alone.
+    for _ in 0..3 {
+        between_walks(exp.addr, &sim).await;
+        sim.expire_oldest(0, 2);
+    }
+    between_walks(exp.addr, &sim).await;
+    // A late log 2 s behind the newest while another entry expires:
+    // totalCount does not move, page 1 does not change. Only the re-read of
+    // the window at the safety net's pace can find it.
+    let counted_before = sim.total();
+    sim.generate_late(0, 1, Duration::from_millis(2_000));
+    sim.expire_oldest(0, 1);
+    let m = wait_for_truth(exp.addr, &sim, "a", Duration::from_secs(30)).await;
+    assert_eq!(sim.total(), counted_before + 1);
+    assert_eq!(
+        m.sum("webhook_deliveries_total", &[("source", "a")]) as usize,
+        41,
+        "40 logs and the late one, each once"
+    );
+    exp.shutdown().await;
+}
