@@ -21,6 +21,8 @@ const FIGURES: &[&str] = &[
     "scarce_active_age_p95_s",
     "scarce_idle_age_max_s",
     "scarce_quota_peak_1s",
+    "authing_calls_per_walk_vs_limit",
+    "bird_calls_per_walk_vs_limit",
 ];
 
 #[test]

@@ -16,6 +16,9 @@ use webhook_log_exporter::sim::bird::{
 
 const FAST: &str = "  poll_interval: 300ms\n  request_timeout: 2s\n  lookback: 1h\n  overlap: 1s\n  max_error_values: 1000\n  discovery_interval: 1s\n";
 
+/// A rate limit that leaves room for the optional details calls.
+const ROOM: &str = "    rate_limit: {requests_per_second: 500, burst: 100}\n";
+
 async fn start_bird(cfg: BirdSimConfig) -> BirdSim {
     BirdSim::start(cfg).await.expect("start Bird simulator")
 }
@@ -294,9 +297,14 @@ async fn every_attempt_gets_its_own_status_from_details_at_one_call_per_request(
     for i in 0..3 {
         sim.generate_settled(i, 25);
     }
+    // Details are optional calls (SPEC §7): a quota with room for them.
     let exp = start_exporter(&config_text(
         FAST,
-        &[bird_source("b", &sim, "    page_size: 10\n")],
+        &[bird_source(
+            "b",
+            &sim,
+            &format!("    page_size: 10\n{ROOM}"),
+        )],
     ))
     .await;
     let m = wait_for_counts(exp.addr, "b", Duration::from_secs(15), || {
@@ -806,7 +814,8 @@ async fn a_restart_mid_retry_resumes_from_the_saved_cursor_without_double_counti
     let text = format!(
         "global:\n  state_file: {}\n{FAST}sources:\n{}",
         state.display(),
-        bird_source("b", &sim, "    page_size: 5\n")
+        // Details are optional calls (SPEC §7): a quota with room for them.
+        bird_source("b", &sim, &format!("    page_size: 5\n{ROOM}"))
     );
     let exp = start_exporter(&text).await;
     wait_for(Duration::from_secs(10), "first walks", || async {
@@ -943,9 +952,14 @@ async fn details_are_asked_with_request_id_alone_and_paged_by_their_token() {
     for i in 0..2 {
         sim.generate_settled(i, 12);
     }
+    // Details are optional calls (SPEC §7): a quota with room for them.
     let exp = start_exporter(&config_text(
         FAST,
-        &[bird_source("b", &sim, "    page_size: 10\n")],
+        &[bird_source(
+            "b",
+            &sim,
+            &format!("    page_size: 10\n{ROOM}"),
+        )],
     ))
     .await;
     let m = wait_for_truth(exp.addr, &sim, "b").await;
@@ -994,9 +1008,14 @@ async fn a_details_route_that_refuses_leaves_attempts_unknown_and_walks_going() 
         for i in 0..2 {
             sim.generate_settled(i, 15);
         }
+        // Details are optional calls (SPEC §7): a quota with room for them.
         let exp = start_exporter(&config_text(
             FAST,
-            &[bird_source("b", &sim, "    page_size: 10\n")],
+            &[bird_source(
+                "b",
+                &sim,
+                &format!("    page_size: 10\n{ROOM}"),
+            )],
         ))
         .await;
         // Exactly what an exporter without details counts.
@@ -1143,6 +1162,67 @@ async fn a_failures_only_source_counts_the_same_and_says_so_for_the_rules() {
     assert_eq!(
         m.sum("webhook_deliveries_total", &[("source", "c")]),
         m.sum("webhook_deliveries_total", &[("source", "b")])
+    );
+    exp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_requests_count_once_and_details_the_quota_cannot_afford_are_unknown() {
+    let sim = start_bird(BirdSimConfig {
+        failure_ratio: 0.6,
+        max_attempts: 4,
+        ..BirdSimConfig::default()
+    })
+    .await;
+    // 30 requests over 3 s, seen only in their final state.
+    for _ in 0..3 {
+        sim.generate_settled(0, 10);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    // One call every 250 ms, no burst: every list page takes the only cell,
+    // so no details call is ever affordable (SPEC §7).
+    let extra = "    page_size: 10\n    subscriptions: [852883af-5f68-4204-b611-000000000001]\n    \
+                 rate_limit: {requests_per_second: 4, burst: 1}\n";
+    let global = "  poll_interval: 300ms\n  request_timeout: 2s\n  lookback: 1h\n  overlap: 6s\n  max_error_values: 1000\n";
+    let exp = start_exporter(&config_text(global, &[bird_source("b", &sim, extra)])).await;
+    let want = || from_truth(sim.truth_without_details());
+    wait_for_counts(exp.addr, "b", Duration::from_secs(20), want).await;
+    // Requests written late, at depth: 1.5, 3.5 and 5.5 s behind the newest
+    // (inside the 6 s overlap), found by the re-reads of the late window.
+    for behind_ms in [1_500, 3_500, 5_500] {
+        sim.generate_late(0, 2, Duration::from_millis(behind_ms), true);
+        wait_for_counts(exp.addr, "b", Duration::from_secs(40), want).await;
+    }
+    assert_eq!(sim.late_written(), 6);
+    let m = wait_for_counts(exp.addr, "b", Duration::from_secs(5), want).await;
+    let requests = sim.requests();
+    let hidden: usize = requests.iter().map(|r| r.attempts.len() - 1).sum();
+    assert!(hidden > 10, "{hidden} attempts not shown one by one");
+    assert_eq!(
+        m.sum(
+            "webhook_delivery_responses_total",
+            &[("status_code", "unknown")]
+        ),
+        hidden as f64,
+        "every attempt the list did not show is counted, as unknown"
+    );
+    assert_eq!(
+        m.sum("webhook_deliveries_total", &[]),
+        requests.iter().map(|r| r.attempts.len()).sum::<usize>() as f64
+    );
+    assert_eq!(
+        sim.request_count(endpoint::DETAILS),
+        0,
+        "no details call afforded"
+    );
+    let skipped = m.sum(
+        "webhook_exporter_api_optional_skipped_total",
+        &[("source", "b"), ("endpoint", endpoint::DETAILS)],
+    );
+    let multi = requests.iter().filter(|r| r.attempts.len() > 1).count();
+    assert_eq!(
+        skipped, multi as f64,
+        "one skip per request with hidden attempts"
     );
     exp.shutdown().await;
 }

@@ -29,6 +29,8 @@
 //! | `count_latency_s_p95` | ≤ 3 | `latency`: log created → counter incremented, polling every 2 s |
 //! | `scarce_active_age_p95_s` | ≤ 15 | `scarce`: 200 Authing webhooks, 10 active (one delivery each 4 s), 5 requests/s burst 5, `poll_interval: 5s`: p95 of the time since an active webhook's last walk began (round-robin: 40) |
 //! | `scarce_idle_age_max_s` | ≤ 65 | `scarce`: the same for the 190 idle ones, the maximum (`max_poll_interval` 50 s + 15); `scarce_quota_peak_1s` (≤ 10) is the most calls the simulator saw in any 1 s |
+//! | `authing_calls_per_walk_vs_limit` | ≤ 1.25 | `walks`: a busy Authing webhook (100 new logs a walk, pages of 50, a late log every 10th walk): log-page calls ÷ Σ `ceil((n + 1) / 50)` (`walks.rs` says exactly how) |
+//! | `bird_calls_per_walk_vs_limit` | ≤ 1.25 | `walks`: the same for a busy Bird subscription (pages of 100, quick retries) |
 //!
 //! Rate limits are off in the throughput scenarios: they measure the
 //! exporter, not the provider's quota (10 requests/s × 50 entries is at most
@@ -60,6 +62,7 @@ mod quota;
 mod scarce;
 mod scrape;
 mod throughput;
+mod walks;
 
 use cpu::*;
 use harness::*;
@@ -77,7 +80,7 @@ struct Args {
     /// A fast smoke run (seconds, small sizes): figures are not meaningful.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, comma-separated: ingest,bird,scrape,rss,quota,latency,scarce.
+    /// Scenarios to run, comma-separated: ingest,bird,scrape,rss,quota,latency,scarce,walks.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Do not pin threads to CPUs.
@@ -114,6 +117,8 @@ struct Plan {
     latency_webhooks: usize,
     latency_secs: f64,
     scarce: scarce::Scarce,
+    /// How long each busy webhook of `walks` is measured.
+    walks_secs: f64,
 }
 
 impl Plan {
@@ -145,6 +150,7 @@ impl Plan {
                     warmup: Duration::from_secs(3),
                     measure: Duration::from_secs(3),
                 },
+                walks_secs: 4.0,
             }
         } else {
             Plan {
@@ -173,6 +179,7 @@ impl Plan {
                     warmup: Duration::from_secs(100),
                     measure: Duration::from_secs(150),
                 },
+                walks_secs: 40.0,
             }
         }
     }
@@ -232,6 +239,9 @@ fn main() -> anyhow::Result<()> {
         }
         if want("scarce") {
             bench.scarce().await?;
+        }
+        if want("walks") {
+            bench.walks().await?;
         }
         anyhow::Ok(())
     })?;

@@ -170,10 +170,38 @@ impl ContentDedupe {
 
     /// Starts a walk.
     pub fn begin_walk(&self, overlap_ms: i64) -> Walk {
+        self.begin_walk_at(self.bound(overlap_ms))
+    }
+
+    /// Starts a walk that counts entries at or after `bound_ms` (never below
+    /// the floor): a head walk's bound is [`ContentDedupe::newest_ms`], a
+    /// re-read's lies an `overlap` below the newest of its base.
+    pub fn begin_walk_at(&self, bound_ms: i64) -> Walk {
         Walk {
-            bound_ms: self.bound(overlap_ms),
+            bound_ms: bound_ms.max(self.floor_ms),
             ..Walk::default()
         }
+    }
+
+    /// Newest entry timestamp counted by a complete walk (ms).
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.newest_ms
+    }
+
+    /// The key of the one entry counted at `ts_ms`, if exactly one copy of
+    /// one entry was: a head walk that meets it has met every entry it knows
+    /// at the head's timestamp.
+    pub fn only_key_at(&self, ts_ms: i64) -> Option<Key> {
+        let mut at = self.seen.range((ts_ms, 0)..=(ts_ms, Key::MAX));
+        match (at.next(), at.next()) {
+            (Some(((_, k), 1)), None) => Some(*k),
+            _ => None,
+        }
+    }
+
+    /// Nothing older than this is ever counted (ms).
+    pub fn floor_ms(&self) -> i64 {
+        self.floor_ms
     }
 
     /// Feeds one page (in newest-first orientation) to the walk and returns, for
@@ -270,11 +298,27 @@ impl ContentDedupe {
     /// error, the page cap) is simply not finished: what it counted is
     /// remembered, and the next walk reaches as far back as this one had to.
     pub fn finish_walk(&mut self, walk: &Walk, overlap_ms: i64) {
+        self.advance(walk);
+        let bound = self.bound(overlap_ms);
+        self.forget_below(bound);
+    }
+
+    /// Ends a complete walk like [`ContentDedupe::finish_walk`], but keeps
+    /// every key at or after `keep_from_ms`: a later re-read reaching that
+    /// far back must recognise what was counted.
+    pub fn finish_walk_keeping(&mut self, walk: &Walk, keep_from_ms: i64) {
+        self.advance(walk);
+        self.forget_below(keep_from_ms);
+    }
+
+    fn advance(&mut self, walk: &Walk) {
         if let Some(n) = walk.newest_ms {
             self.newest_ms = Some(self.newest_ms.map_or(n, |m| m.max(n)));
         }
-        let bound = self.bound(overlap_ms);
-        self.seen = self.seen.split_off(&(bound, 0));
+    }
+
+    fn forget_below(&mut self, bound_ms: i64) {
+        self.seen = self.seen.split_off(&(bound_ms, 0));
     }
 }
 
@@ -297,6 +341,11 @@ impl Walk {
     /// Pages fed so far.
     pub fn pages(&self) -> u32 {
         self.pages
+    }
+
+    /// Newest entry counted by this walk so far (ms).
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.newest_ms
     }
 
     /// Keys of the last page fed (newest-first orientation).

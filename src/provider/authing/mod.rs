@@ -16,6 +16,7 @@
 mod api;
 mod config;
 pub mod dedupe;
+mod late;
 mod walker;
 
 pub use config::{AUTHING, AuthingConfig, Edition, GENAUTH};

@@ -22,6 +22,12 @@ const MAX_RETRYING: usize = 100_000;
 /// Bookmarks of an oldest-first list kept at most (the oldest go first).
 const MAX_BOOKMARKS: usize = 1024;
 
+/// Fewest walks between two re-reads of the late window (after one found a
+/// late request)…
+pub(super) const MIN_PACE: u32 = 2;
+/// …and most, while they find none.
+pub(super) const MAX_PACE: u32 = 64;
+
 /// The order of a subscription's log list. The doc pages do not state it, so
 /// it is detected from `createdAt` and remembered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +66,10 @@ pub(super) struct Tracked {
     pub(super) read_ms: i64,
 }
 
+fn min_pace() -> u32 {
+    MIN_PACE
+}
+
 /// What a subscription's walker remembers between polls (and in the state file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Cursor {
@@ -81,6 +91,17 @@ pub(super) struct Cursor {
     /// Where walks of an oldest-first list start, sorted by `first_ms`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) bookmarks: Vec<Bookmark>,
+    /// A re-read of the late window reaches down to this − overlap (unix
+    /// ms): every request written since the last re-read was created at
+    /// least that recently. `None` (cursors of older releases): the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reread_from_ms: Option<i64>,
+    /// Walks since the last re-read of the late window.
+    #[serde(default)]
+    pub(super) since_reread: u32,
+    /// Walks between two re-reads of the late window, now.
+    #[serde(default = "min_pace")]
+    pub(super) pace: u32,
 }
 
 /// The requests of a cursor: a JSON object of request id → record (the
@@ -211,10 +232,16 @@ mod tracked_map {
 /// The bounds of one walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Bounds {
-    /// New requests are admitted only if created at or after this.
+    /// New requests are admitted only if created at or after this: the late
+    /// window (`reread_from − overlap`).
     pub(super) head_ms: i64,
-    /// The walk reads down to here (≤ `head_ms`: a re-check of retrying requests).
+    /// The walk reads down to here: the newest `createdAt` read before (what
+    /// is new), lower for a re-check of retrying requests, `head_ms` for a
+    /// re-read of the late window.
     pub(super) walk_ms: i64,
+    /// The newest `createdAt` read before the walk: a request admitted below
+    /// it was written late.
+    pub(super) newest_ms: i64,
 }
 
 /// What to count for one entry.
@@ -266,13 +293,20 @@ impl Cursor {
         self.bookmarks.drain(..excess);
     }
 
+    /// The admission bound: an `overlap` below the newest request of the
+    /// last re-read of the late window.
     pub(super) fn head_ms(&self, floor_ms: i64, overlap_ms: i64) -> i64 {
-        self.newest_ms
-            .map_or(floor_ms, |n| (n - overlap_ms).max(floor_ms))
+        let from = match (self.reread_from_ms, self.newest_ms) {
+            (Some(r), Some(n)) => Some(r.min(n)),
+            (r, n) => r.or(n),
+        };
+        from.map_or(floor_ms, |n| (n - overlap_ms).max(floor_ms))
     }
 
     /// Starts a walk at `now_ms`: gives up requests past the horizon (returns
-    /// how many) and sets the bounds.
+    /// how many) and sets the bounds. The walk reads what is new, down to the
+    /// retrying requests due for a re-check, and the whole late window when
+    /// its re-read is due.
     pub(super) fn begin(
         &mut self,
         now_ms: i64,
@@ -287,18 +321,43 @@ impl Cursor {
             .retain(|_, t| t.terminal || t.created_ms >= give_up);
         let given_up = before - self.requests.len();
         let head_ms = self.head_ms(floor, overlap_ms);
+        let newest_ms = self.newest_ms.map_or(floor, |n| n.max(floor));
+        let reread = self.newest_ms.is_none() || self.since_reread + 1 >= self.pace.max(MIN_PACE);
+        let read_to = if reread { head_ms } else { newest_ms };
         let due = self
             .requests
             .values()
             .filter(|t| {
                 !t.terminal
-                    && t.created_ms < head_ms
+                    && t.created_ms < read_to
                     && now_ms - t.read_ms >= recheck_interval(now_ms - t.created_ms)
             })
             .map(|t| t.created_ms)
             .min();
-        let walk_ms = due.map_or(head_ms, |d| d.min(head_ms));
-        (Bounds { head_ms, walk_ms }, given_up)
+        let walk_ms = due.map_or(read_to, |d| d.min(read_to));
+        (
+            Bounds {
+                head_ms,
+                walk_ms,
+                newest_ms,
+            },
+            given_up,
+        )
+    }
+
+    /// Sets the pace of the late window's re-reads after a complete walk that
+    /// found `late` requests created below the newest read before it (a
+    /// re-read that finds none doubles the pace; one found anywhere brings
+    /// the next re-read to the next walk).
+    fn pace_after(&mut self, late: u64, reread: bool) {
+        if late > 0 {
+            self.pace = MIN_PACE;
+            self.since_reread = self.since_reread.max(MIN_PACE - 1);
+        } else if reread {
+            self.pace = self.pace.max(MIN_PACE).saturating_mul(2).min(MAX_PACE);
+        } else {
+            self.since_reread = self.since_reread.saturating_add(1);
+        }
     }
 
     /// What `e` brings that was not counted yet.
@@ -350,6 +409,26 @@ impl Cursor {
         }
     }
 
+    /// Keeps a request the walk read but had nothing to count of yet (its
+    /// only attempt still in flight) tracked, so that a walk re-reads it when
+    /// due: walks read only down to the newest request read before.
+    pub(super) fn track_in_flight(&mut self, e: &Entry, bounds: Bounds, now_ms: i64) {
+        if e.status.terminal().is_none()
+            && e.created_ms >= bounds.head_ms
+            && !self.requests.contains_key(&e.id)
+        {
+            self.requests.insert(
+                e.id.clone(),
+                Tracked {
+                    created_ms: e.created_ms,
+                    counted: 0,
+                    terminal: false,
+                    read_ms: now_ms,
+                },
+            );
+        }
+    }
+
     /// Ends a walk that read everything created from `reached_ms` up to
     /// `read_upto` (`i64::MAX` for a complete walk; less for an oldest-first
     /// walk stopped by its page budget, which read the old end of the list):
@@ -363,11 +442,21 @@ impl Cursor {
         read_upto: i64,
         now_ms: i64,
         overlap_ms: i64,
+        late: u64,
     ) -> usize {
         if let Some(n) = newest_read {
             self.newest_ms = Some(self.newest_ms.map_or(n, |m| m.max(n)));
         }
-        let head = self.head_ms(self.floor_ms.unwrap_or(i64::MIN), overlap_ms);
+        let floor = self.floor_ms.unwrap_or(i64::MIN);
+        let reread = read_upto == i64::MAX && reached_ms <= self.head_ms(floor, overlap_ms);
+        if reread {
+            // The whole late window was read: the next re-read reaches down
+            // from what is newest now.
+            self.reread_from_ms = self.newest_ms;
+            self.since_reread = 0;
+        }
+        self.pace_after(late, reread);
+        let head = self.head_ms(floor, overlap_ms);
         self.requests
             .retain(|_, t| !t.terminal || t.created_ms >= head);
         for t in self.requests.values_mut() {
@@ -485,19 +574,21 @@ mod tests {
             let s = c.step(e, b);
             c.settle(e, s, t0);
         }
-        c.finish(Some(t0 - 1000), b.walk_ms, i64::MAX, t0, overlap);
+        c.finish(Some(t0 - 1000), b.walk_ms, i64::MAX, t0, overlap, 0);
         // The terminal request below the new head is forgotten; the one above
         // it and the retrying one are kept.
         let mut kept: Vec<&str> = c.requests.keys().map(String::as_str).collect();
         kept.sort_unstable();
         assert_eq!(kept, vec!["n", "r"]);
-        // Right after it was read, it is not due: the walk stops at the head.
+        // Right after it was read, it is not due: the walk stops at the
+        // newest request read, admitting new ones down to an overlap below.
         let (b, _) = c.begin(t0 + 1000, HOUR, overlap, 24 * HOUR);
         assert_eq!(
             b,
             Bounds {
                 head_ms: t0 - 2000,
-                walk_ms: t0 - 2000
+                walk_ms: t0 - 1000,
+                newest_ms: t0 - 1000,
             }
         );
         // An eighth of its age later, the walk reaches down to it.
@@ -505,9 +596,9 @@ mod tests {
         let (b, _) = c.begin(now, HOUR, overlap, 24 * HOUR);
         assert_eq!(b.walk_ms, retrying.created_ms);
         // A walk that passed below it without seeing it marks it read.
-        c.finish(None, b.walk_ms, i64::MAX, now, overlap);
+        c.finish(None, b.walk_ms, i64::MAX, now, overlap, 0);
         let (b, _) = c.begin(now, HOUR, overlap, 24 * HOUR);
-        assert_eq!(b.walk_ms, b.head_ms);
+        assert_eq!(b.walk_ms, b.newest_ms);
         // Past the horizon it is given up.
         let (_, given_up) = c.begin(now + 25 * HOUR, HOUR, overlap, 24 * HOUR);
         assert_eq!(given_up, 1);
@@ -516,6 +607,46 @@ mod tests {
             1,
             "only the terminal request above the head is left"
         );
+    }
+
+    #[test]
+    fn late_requests_are_admitted_and_the_late_window_is_re_read_at_an_adaptive_pace() {
+        let overlap = 10_000;
+        let t0 = 100 * HOUR;
+        let mut c = Cursor::default();
+        let (b, _) = c.begin(t0, HOUR, overlap, 24 * HOUR);
+        assert_eq!(b.walk_ms, b.head_ms, "first sight reads the lookback");
+        c.finish(Some(t0), b.walk_ms, i64::MAX, t0, overlap, 0);
+        assert_eq!((c.reread_from_ms, c.pace, c.since_reread), (Some(t0), 4, 0));
+        // Head walks: down to the newest only, three of them before a re-read.
+        let mut newest = t0;
+        let mut kinds = Vec::new();
+        for i in 1..=9 {
+            let (b, _) = c.begin(t0 + i * 1000, HOUR, overlap, 24 * HOUR);
+            let reread = b.walk_ms == b.head_ms;
+            kinds.push(reread);
+            // A late request, created below the newest read but inside the
+            // window, is admitted.
+            let late = entry(&format!("late{i}"), 1, 200, "succeeded", newest - 5_000);
+            assert!(c.step(&late, b).is_some());
+            newest += 1000;
+            let found = u64::from(i == 8);
+            c.finish(
+                Some(newest),
+                b.walk_ms,
+                i64::MAX,
+                t0 + i * 1000,
+                overlap,
+                found,
+            );
+        }
+        // Re-reads on walks 4 (pace 4, then 8); a late request found on walk 8
+        // brings one on walk 9.
+        assert_eq!(
+            kinds,
+            [false, false, false, true, false, false, false, false, true]
+        );
+        assert_eq!(c.pace, 4, "the re-read on walk 9 found none: 2 doubled");
     }
 
     #[test]

@@ -253,18 +253,47 @@ impl Bird {
         .await
     }
 
-    /// Every attempt of one request, by attempt number, or `None` when the
-    /// route refuses the call (a 4xx other than 401/403 and throttling: e.g.
-    /// 404, the request no longer known, or 400/422, parameters refused): the
-    /// attempts then stay `unknown`, and the walk goes on.
+    /// One optional GET (SPEC §7: made only from what log walks leave of the
+    /// quota): `None` when it cannot be afforded now (counted by the client
+    /// in `webhook_exporter_api_optional_skipped_total`).
+    async fn get_optional<T>(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        decode: impl Fn(&[u8]) -> Result<T, ApiError>,
+    ) -> Option<Result<T, ApiError>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, self.auth.clone());
+        let req = Request {
+            endpoint,
+            method: Method::GET,
+            url,
+            headers,
+            body: None,
+        };
+        let result = self
+            .client
+            .call_optional(&req, |resp| decode(&resp.body))
+            .await?;
+        Some(result.map_err(|e| match e {
+            ApiError::Http {
+                status: status @ (401 | 403),
+                throttled: false,
+                ..
+            } => ApiError::Auth(format!("access key refused (HTTP {status})")),
+            other => other,
+        }))
+    }
+
+    /// Every attempt of one request, by attempt number; [`Details::Refused`]
+    /// when the route refuses the call (a 4xx other than 401/403 and
+    /// throttling: e.g. 404, the request no longer known, or 400/422,
+    /// parameters refused): the attempts then stay `unknown`, and the walk
+    /// goes on; [`Details::Unaffordable`] when the quota left nothing for it.
     ///
     /// The route's doc page names `requestId` only, so that is all it is sent;
     /// `pageToken` only to follow a `nextPageToken` it gave.
-    async fn fetch_details(
-        &self,
-        sub: &str,
-        request_id: &str,
-    ) -> Result<Option<BTreeMap<u32, Detail>>, ApiError> {
+    async fn fetch_details(&self, sub: &str, request_id: &str) -> Result<Details, ApiError> {
         let mut rows: Vec<RawDetail> = Vec::new();
         let mut tokens = PageTokens::default();
         let mut token: Option<String> = None;
@@ -274,21 +303,28 @@ impl Bird {
                 query.push(("pageToken", t.as_str()));
             }
             let url = self.url(&[sub, "logs", "details"], &query);
-            let result = self
-                .get(EP_DETAILS, url, |bytes| {
-                    let page: ListPage<'_> = decode("webhook log details", bytes)?;
-                    let rows = page
-                        .results
-                        .iter()
-                        .filter_map(|r| serde_json::from_str::<RawDetail>(r.get()).ok())
-                        .collect::<Vec<_>>();
-                    Ok((rows, page.next()))
-                })
-                .await;
+            let decode_page = |bytes: &[u8]| {
+                let page: ListPage<'_> = decode("webhook log details", bytes)?;
+                let rows = page
+                    .results
+                    .iter()
+                    .filter_map(|r| serde_json::from_str::<RawDetail>(r.get()).ok())
+                    .collect::<Vec<_>>();
+                Ok((rows, page.next()))
+            };
+            // The first page is optional; once afforded, the rest of the
+            // listing is made like any call (else the first page was spent
+            // for nothing).
+            let result = if page == 1 {
+                self.get_optional(EP_DETAILS, url, decode_page).await
+            } else {
+                Some(self.get(EP_DETAILS, url, decode_page).await)
+            };
             let (mut got, next) = match result {
-                Ok(v) => v,
-                Err(e) if details_refused(&e) => return Ok(None),
-                Err(e) => return Err(e),
+                None => return Ok(Details::Unaffordable),
+                Some(Ok(v)) => v,
+                Some(Err(e)) if details_refused(&e) => return Ok(Details::Refused),
+                Some(Err(e)) => return Err(e),
             };
             rows.append(&mut got);
             match next {
@@ -298,7 +334,7 @@ impl Bird {
                 }
             }
         }
-        Ok(Some(number_details(rows)))
+        Ok(Details::Got(number_details(rows)))
     }
 
     /// Logs an in-progress `executionStatus` the docs do not list, once per value.
@@ -315,6 +351,16 @@ impl Bird {
             );
         }
     }
+}
+
+/// What the details route gave for one request.
+enum Details {
+    /// Every attempt, by attempt number.
+    Got(BTreeMap<u32, Detail>),
+    /// The route refused the call: the attempts stay `unknown`.
+    Refused,
+    /// The quota left nothing for it now.
+    Unaffordable,
 }
 
 /// Whether a details call's error means "no details" rather than a failed

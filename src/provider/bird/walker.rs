@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::api::{Detail, Entry, Parsed, Status, Terminal};
 use super::cursor::{Bounds, Cursor, Order};
-use super::{Bird, LoggedRequests, NO_RESPONSE, TERMINAL_STATUSES};
+use super::{Bird, Details, LoggedRequests, NO_RESPONSE, TERMINAL_STATUSES};
 use crate::client::ApiError;
 use crate::ledger::{Attempt, StatusLabel};
 use crate::provider::walk::{PageTokens, note_invalid};
@@ -97,6 +97,8 @@ impl BirdWalker {
             _ => (None, i64::MIN),
         };
         let mut newest_read: Option<i64> = None;
+        // Requests admitted below the newest read before: written late.
+        let mut late = 0u64;
         // `createdAt` range of the walk's first page, while the order is unknown.
         let mut first_page: Option<(i64, i64)> = None;
         loop {
@@ -163,7 +165,15 @@ impl BirdWalker {
                 if let Status::InProgress(s) = &e.status {
                     p.note_status(s);
                 }
-                report.counted += self.count(&p, sink, &event, e, bounds, lag_now).await?;
+                let known = self.cursor.requests.contains_key(&e.id);
+                let n = self.count(&p, sink, &event, e, bounds, lag_now).await?;
+                if !known
+                    && e.created_ms < bounds.newest_ms
+                    && self.cursor.requests.contains_key(&e.id)
+                {
+                    late += 1;
+                }
+                report.counted += n;
             }
             let newest_first = self.cursor.order == Some(Order::NewestFirst);
             let reached = newest_first && page_min.is_some_and(|m| m < bounds.walk_ms);
@@ -204,7 +214,10 @@ impl BirdWalker {
             };
             let dropped = self
                 .cursor
-                .finish(newest_read, start_ms, upto, now_ms, overlap_ms);
+                .finish(newest_read, start_ms, upto, now_ms, overlap_ms, late);
+            if late > 0 {
+                tracing::debug!(source = p.client.source(), webhook = %self.sub, late, "requests written late below the newest one read: the late window is re-read next walk");
+            }
             if dropped > 0 {
                 tracing::warn!(
                     source = p.client.source(),
@@ -232,14 +245,19 @@ impl BirdWalker {
         let now_ms = (unix_now() * 1000.0) as i64;
         let Some(s) = step else {
             self.cursor.settle(e, None, now_ms);
+            self.cursor.track_in_flight(e, bounds, now_ms);
             return Ok(0);
         };
         // Attempts the entry does not show one by one: all but its newest.
         let hidden = s.first < s.last || (s.first == s.last && s.last != e.attempts);
         let details = if hidden && p.cfg.attempt_details {
             match p.fetch_details(&self.sub, &e.id).await? {
-                Some(d) => d,
-                None => {
+                Details::Got(d) => d,
+                // The quota left nothing for it (SPEC §7: optional calls take
+                // only what log walks leave): its hidden attempts are counted
+                // now, as `status_code="unknown"` (the client counted the skip).
+                Details::Unaffordable => BTreeMap::new(),
+                Details::Refused => {
                     if !std::mem::replace(&mut self.details_refused, true) {
                         tracing::warn!(
                             source = p.client.source(),

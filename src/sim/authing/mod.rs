@@ -270,6 +270,20 @@ impl AuthingSim {
         lock(&self.state).generate_aged(idx, n, age);
     }
 
+    /// Writes `n` deliveries for webhook `idx` late: timestamped `behind`
+    /// the newest entry at the moment they are written, and placed where a
+    /// list sorted by timestamp has them (at depth, not at the top; in
+    /// either list order). `totalCount` grows by `n`, as the real list's
+    /// would.
+    pub fn generate_late(&self, idx: usize, n: usize, behind: Duration) {
+        lock(&self.state).generate_late(idx, n, behind);
+    }
+
+    /// Entries written late so far.
+    pub fn late_written(&self) -> u64 {
+        lock(&self.state).late_written
+    }
+
     /// The next generated delivery is logged twice, identically (two attempts
     /// with the same content: both must be counted).
     pub fn duplicate_next(&self) {

@@ -27,6 +27,8 @@ pub(super) struct SimState {
     pub(super) carry: f64,
     pub(super) last_ms: i64,
     pub(super) tokens_issued: u64,
+    /// Entries written late so far ([`SimState::generate_late`]).
+    pub(super) late_written: u64,
 }
 
 pub(super) const NETWORK_ERRORS: &[&str] = &[
@@ -58,6 +60,7 @@ impl SimState {
             carry: 0.0,
             last_ms: 0,
             tokens_issued: 0,
+            late_written: 0,
         }
     }
 
@@ -165,6 +168,39 @@ impl SimState {
             if dup {
                 self.push(e);
             }
+        }
+    }
+
+    /// Writes `n` deliveries of webhook `idx` late: timestamped `behind`
+    /// the newest entry of its list (now, if it has none), and placed where a
+    /// list sorted by timestamp has them, below every newer entry.
+    pub(super) fn generate_late(&mut self, webhook_idx: usize, n: usize, behind: Duration) {
+        let Some(id) = self.cfg.webhooks.get(webhook_idx).map(|w| w.id.clone()) else {
+            return;
+        };
+        let newest = self
+            .logs
+            .get(&id)
+            .and_then(|q| q.back())
+            .map(|e| e.ts_ms)
+            .unwrap_or_else(|| self.now_ms());
+        let ts_ms = newest - behind.as_millis() as i64;
+        for _ in 0..n {
+            // Made like any delivery, then moved back in time and in the list.
+            self.generate(webhook_idx, 1);
+            let Some(q) = self.logs.get_mut(&id) else {
+                return;
+            };
+            let Some(mut e) = q.pop_back() else {
+                return;
+            };
+            e.ts_ms = ts_ms;
+            if let Some(t) = self.truth.last_mut() {
+                t.ts_ms = ts_ms;
+            }
+            let at = q.partition_point(|x| x.ts_ms <= ts_ms);
+            q.insert(at, e);
+            self.late_written += 1;
         }
     }
 

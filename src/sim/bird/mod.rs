@@ -324,6 +324,7 @@ impl BirdSim {
             seq: 0,
             run: (crate::util::unix_now() * 1000.0) as u64 as u16,
             carry: 0.0,
+            late_written: 0,
         }));
         let stop = CancellationToken::new();
         let root = "/organizations/{org}/workspaces/{ws}/webhook-subscriptions";
@@ -387,6 +388,31 @@ impl BirdSim {
         for _ in 0..n {
             st.generate_at(idx, now_ms() - age.as_millis() as i64, true);
         }
+    }
+
+    /// Writes `n` requests of subscription `idx` late: created `behind` the
+    /// newest request of its list (now, if it has none), listed where
+    /// `createdAt` puts them (at depth in a newest-first list), their retries
+    /// scheduled from then (`settled`: every attempt made at once).
+    pub fn generate_late(&self, idx: usize, n: usize, behind: Duration, settled: bool) {
+        let mut st = lock(&self.state);
+        let Some(id) = st.cfg.subscriptions.get(idx).map(|s| s.id.clone()) else {
+            return;
+        };
+        let newest = st
+            .logs
+            .get(&id)
+            .and_then(|l| l.last())
+            .map_or_else(now_ms, |r| r.created_ms);
+        for _ in 0..n {
+            st.generate_at(idx, newest - behind.as_millis() as i64, settled);
+            st.late_written += 1;
+        }
+    }
+
+    /// Requests written late so far.
+    pub fn late_written(&self) -> u64 {
+        lock(&self.state).late_written
     }
 
     /// Changes the background rate.

@@ -18,6 +18,8 @@ pub(super) struct SimState {
     /// file).
     pub(super) run: u16,
     pub(super) carry: f64,
+    /// Requests written late so far.
+    pub(super) late_written: u64,
 }
 
 pub(super) fn now_ms() -> i64 {
