@@ -40,6 +40,10 @@ use crate::util::lock;
 /// absurd values).
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
+/// How long a call that waited for the limiter marks the quota as short
+/// ([`ApiClient::quota_short`]).
+const LIMITED_MEMORY: Duration = Duration::from_secs(2);
+
 /// Longest a spent quota window closes the source: a provider's window resets
 /// at most an hour after it opened (GitHub: hourly), plus slack for clock
 /// skew. Longer claims are treated as this long (then the next answer says
@@ -252,6 +256,9 @@ pub struct ApiClient {
     /// `schedule::Scheduler`; an early walk waiting is spare work and not
     /// counted): while any waits, optional calls are not made.
     walks_waiting: AtomicUsize,
+    /// When a call last had to wait for the limiter: the quota, not the
+    /// walks' concurrency, is what holds walks back.
+    last_limited: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -331,6 +338,7 @@ impl ApiClient {
             max_body: settings.max_body,
             max_retries: settings.max_retries,
             walks_waiting: AtomicUsize::new(0),
+            last_limited: Mutex::new(None),
         })
     }
 
@@ -356,7 +364,10 @@ impl ApiClient {
                 tokio::time::sleep_until(t.into()).await;
                 continue;
             }
-            self.limiter.until_ready().await;
+            if self.limiter.check().is_err() {
+                *lock(&self.last_limited) = Some(Instant::now());
+                self.limiter.until_ready().await;
+            }
             if lock(&self.cooldown_until).is_none_or(|t| t <= Instant::now()) {
                 break;
             }
@@ -396,16 +407,27 @@ impl ApiClient {
     }
 
     /// The scheduler's count of due walks waiting for their turn; while it is
-    /// not 0, [`ApiClient::call_optional`] makes no call.
+    /// not 0 and the limiter has been making calls wait, the quota is short
+    /// and [`ApiClient::call_optional`] makes no call.
     pub fn set_walks_waiting(&self, n: usize) {
         self.walks_waiting.store(n, Ordering::Relaxed);
     }
 
+    /// Whether the quota is what walks are short of: due walks wait for
+    /// their turn *and* a call had to wait for the limiter within the last
+    /// [`LIMITED_MEMORY`]. Walks that wait only for a free `concurrency` slot
+    /// while the limiter has cells to spare are not short of quota.
+    pub fn quota_short(&self) -> bool {
+        self.walks_waiting.load(Ordering::Relaxed) > 0
+            && lock(&self.last_limited).is_some_and(|t| t.elapsed() < LIMITED_MEMORY)
+    }
+
     /// Whether an optional call may go now, taking the limiter's cell if so:
-    /// no due walk waits for its turn, no cooldown runs and the limiter has a
-    /// cell free this instant (so it never delays a walk's call).
+    /// the quota is not short ([`ApiClient::quota_short`]), no cooldown runs
+    /// and the limiter has a cell free this instant (so it never delays a
+    /// walk's call).
     fn take_spare(&self) -> bool {
-        self.walks_waiting.load(Ordering::Relaxed) == 0
+        !self.quota_short()
             && lock(&self.cooldown_until).is_none_or(|t| t <= Instant::now())
             && self.limiter.check().is_ok()
     }

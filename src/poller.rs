@@ -62,6 +62,8 @@ pub struct SourceRuntime {
     global: Global,
     /// Grants walk turns: earliest deadline first, `concurrency` at once.
     sched: Arc<Scheduler>,
+    /// The source's client: whether its quota is short.
+    client: Arc<ApiClient>,
     /// This process's share of the source's requests per second.
     rate: f64,
     /// The quota condition last logged (logged once per change).
@@ -147,7 +149,8 @@ impl SourceRuntime {
         let sched = Scheduler::new(sc.concurrency, move |n| waiting.set_walks_waiting(n));
         Ok(Arc::new(SourceRuntime {
             handle,
-            provider: sc.provider.build(global, sc, client),
+            provider: sc.provider.build(global, sc, client.clone()),
+            client,
             config: sc.clone(),
             global: global.clone(),
             sched,
@@ -579,21 +582,21 @@ impl SourceRuntime {
         }
     }
 
-    /// A re-discovery is optional: while due walks wait for their turn it
-    /// waits too, checking every [`DISCOVERY_RECHECK`], but never longer than
+    /// A re-discovery is optional: while the quota is short (due walks wait
+    /// for their turn and the limiter makes calls wait) it waits too, checking every [`DISCOVERY_RECHECK`], but never longer than
     /// one `discovery_interval` (so webhooks are re-discovered at least every
     /// two). A deferred one is counted in
     /// `webhook_exporter_api_optional_skipped_total{endpoint="discovery"}`.
     /// `false`: stopped.
     async fn spare_quota(&self, set: &mut JoinSet<()>, stop: &CancellationToken) -> bool {
-        if self.sched.due_waiting() == 0 {
+        if !self.client.quota_short() {
             return true;
         }
         self.metrics
             .optional_skipped(&self.handle.name, DISCOVERY_ENDPOINT);
         tracing::debug!(source = %self.handle.name, "re-discovery deferred: walks are waiting for the quota");
         let bound = tokio::time::Instant::now() + self.global.discovery_interval;
-        while self.sched.due_waiting() > 0 {
+        while self.client.quota_short() {
             let left = bound.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 break;
